@@ -1,0 +1,54 @@
+//! The one table of paths generated code uses (as Rocket's `exports.rs`): the macro
+//! spells every item as `::proxy_core::__private::Name`, so users need no other
+//! dependency and internal moves stay invisible to the macro.
+
+pub use ::http;
+pub use ::regex::Regex;
+pub use ::std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+pub use ::std::path::PathBuf;
+pub use ::std::process::ExitCode;
+pub use ::std::sync::Arc;
+pub use ::std::time::Duration;
+pub use ::std::vec::Vec;
+
+pub use crate::app::App;
+pub use crate::cluster::{Cluster, ClusterOptions, UpstreamProtocol};
+pub use crate::config::{BindAddress, EndpointAddress, Inputs};
+pub use crate::listener::ListenerConfig;
+pub use crate::route::{
+    DirectResponse, Redirect, RouteAction, RoutePolicy, Router, host_has_prefix, host_has_suffix,
+    host_is, request_host,
+};
+pub use crate::server::{ServeError, Server};
+pub use crate::topology::Topology;
+
+/// `ip:port` for an IPv4 literal, built at compile time.
+pub const fn socket_v4(octets: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3])),
+        port,
+    )
+}
+
+/// `[ip]:port` for an IPv6 literal, built at compile time.
+pub const fn socket_v6(s: [u16; 8], port: u16) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V6(Ipv6Addr::new(
+            s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7],
+        )),
+        port,
+    )
+}
+
+/// Whether `name` is present with exactly `value` (byte comparison, as Envoy's
+/// `exact_match`). A repeated header matches if any of its values does.
+#[inline]
+pub fn header_value_is(headers: &http::HeaderMap, name: &http::HeaderName, value: &[u8]) -> bool {
+    headers.get_all(name).iter().any(|v| v.as_bytes() == value)
+}
+
+/// Whether `name` is present at all.
+#[inline]
+pub fn header_present(headers: &http::HeaderMap, name: &http::HeaderName) -> bool {
+    headers.contains_key(name)
+}

@@ -1,0 +1,260 @@
+//! The command line every generated proxy has, and the start-up sequence.
+//!
+//! Start-up order: parse flags → read runtime inputs (all errors at once) → `--check`
+//! report, or build the runtime → bind every listener (any failure aborts before traffic)
+//! → serve until SIGTERM/SIGINT → drain → remove socket files → exit 0.
+
+use std::fmt::Write as _;
+use std::marker::PhantomData;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::Inputs;
+use crate::server::{Server, ServerSettings};
+use crate::topology::Topology;
+
+/// Exit code for a bad runtime input (environment variable), as for a usage error.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code when serving could not start (bind failure, runtime failure).
+const EXIT_START: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(about = "A reverse proxy whose topology was compiled into this binary.")]
+struct Cli {
+    /// Print the compiled topology with its resolved runtime inputs, then exit.
+    #[arg(long)]
+    check: bool,
+
+    /// Worker threads serving connections (default: one per CPU).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: Option<u16>,
+
+    /// Log level: error, warn, info, debug or trace. `RUST_LOG`, when set, takes precedence.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: tracing::Level,
+
+    /// After SIGTERM/SIGINT, how long in-flight requests may take before connections
+    /// are closed regardless (e.g. 10s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+}
+
+type StartHook = Box<dyn FnOnce() -> Result<(), Box<dyn std::error::Error + Send + Sync>>>;
+
+/// Launches a compiled topology. `Proxy::main()` is `App::<Proxy>::new().run()`.
+pub struct App<T: Topology> {
+    name: &'static str,
+    version: &'static str,
+    before_serve: Vec<StartHook>,
+    _topology: PhantomData<fn() -> T>,
+}
+
+impl<T: Topology> std::fmt::Debug for App<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Topology> Default for App<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Topology> App<T> {
+    pub fn new() -> Self {
+        Self {
+            name: "proxy",
+            version: env!("CARGO_PKG_VERSION"),
+            before_serve: Vec::new(),
+            _topology: PhantomData,
+        }
+    }
+
+    /// The program name and version shown by `--help` and `--version` (the app's own
+    /// `CARGO_PKG_NAME`/`CARGO_PKG_VERSION`, passed by the generated code).
+    pub fn identity(mut self, name: &'static str, version: &'static str) -> Self {
+        self.name = name;
+        self.version = version;
+        self
+    }
+
+    /// Runs `hook` inside the runtime before listeners are bound: for work the binary
+    /// wants beside the proxy (the quickstart's demo origin). An error aborts start-up.
+    pub fn before_serve(
+        mut self,
+        hook: impl FnOnce() -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 'static,
+    ) -> Self {
+        self.before_serve.push(Box::new(hook));
+        self
+    }
+
+    /// Parses the command line and runs the proxy until it is told to stop.
+    pub fn run(self) -> ExitCode {
+        self.run_with_args(std::env::args_os())
+    }
+
+    fn run_with_args(self, args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+        let command = <Cli as clap::CommandFactory>::command()
+            .name(self.name)
+            .version(self.version);
+        let cli = match command
+            .try_get_matches_from(args)
+            .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m))
+        {
+            Ok(cli) => cli,
+            Err(error) => {
+                let _ = error.print();
+                return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(EXIT_CONFIG));
+            }
+        };
+        init_tracing(cli.log_level);
+
+        let mut inputs = Inputs::from_process_env();
+        let topology = T::build(&mut inputs);
+        if !inputs.errors().is_empty() {
+            for error in inputs.errors() {
+                eprintln!("{}: error: {error}", self.name);
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        if cli.check {
+            print!("{}", check_report(&topology, &inputs));
+            return ExitCode::SUCCESS;
+        }
+
+        let runtime = match runtime(cli.concurrency) {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("{}: error: cannot start the runtime: {error}", self.name);
+                return ExitCode::from(EXIT_START);
+            }
+        };
+        let settings = ServerSettings {
+            drain_timeout: cli.drain_timeout,
+            ..ServerSettings::default()
+        };
+        let name = self.name;
+        match runtime.block_on(serve(Arc::new(topology), settings, self.before_serve)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("{name}: error: {error}");
+                ExitCode::from(EXIT_START)
+            }
+        }
+    }
+}
+
+fn runtime(concurrency: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = concurrency {
+        builder.worker_threads(usize::from(n));
+    }
+    builder.enable_all().thread_name("proxy-worker").build()
+}
+
+async fn serve<T: Topology>(
+    topology: Arc<T>,
+    settings: ServerSettings,
+    hooks: Vec<StartHook>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Registered before binding so a signal during start-up is not lost.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+
+    for hook in hooks {
+        hook()?;
+    }
+    let mut server = Server::new(settings);
+    if let Err(error) = topology.serve(&mut server) {
+        // Listeners bound before the failure must not leave socket files behind.
+        server.shutdown().await;
+        return Err(error.into());
+    }
+    server.spawn_background(prune_idle_connections(Arc::clone(&topology)));
+    tracing::info!("ready");
+
+    let signal = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    tracing::info!(signal, drain_timeout = ?settings.drain_timeout, "draining");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Closes pooled upstream connections past their idle timeout, for every cluster.
+async fn prune_idle_connections<T: Topology>(topology: Arc<T>) {
+    let period = topology
+        .clusters()
+        .iter()
+        .map(|cluster| cluster.options().idle_timeout / 2)
+        .min()
+        .unwrap_or(Duration::from_secs(30))
+        .max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for cluster in topology.clusters() {
+            cluster.prune_idle();
+        }
+    }
+}
+
+fn init_tracing(level: tracing::Level) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+/// The `--check` report: the topology as compiled, then every value resolved at start-up.
+fn check_report<T: Topology>(topology: &T, inputs: &Inputs) -> String {
+    let mut out = String::new();
+    out.push_str(T::SUMMARY.trim_end());
+    out.push_str("\n\nresolved at start-up:\n");
+    for listener in topology.listeners() {
+        let _ = write!(
+            out,
+            "  listener {} on {}",
+            listener.name(),
+            listener.bind_address()
+        );
+        if let Some(mode) = listener.mode() {
+            let _ = write!(out, " (mode {mode:o})");
+        }
+        out.push('\n');
+    }
+    for cluster in topology.clusters() {
+        let endpoints: Vec<String> = cluster
+            .endpoints()
+            .iter()
+            .map(|e| e.address().to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  cluster {} -> [{}]",
+            cluster.name(),
+            endpoints.join(", ")
+        );
+    }
+    if !inputs.resolved().is_empty() {
+        out.push_str("environment:\n");
+        for (var, value) in inputs.resolved() {
+            let _ = writeln!(out, "  {var} = {value}");
+        }
+    }
+    out
+}

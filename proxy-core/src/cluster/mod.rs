@@ -1,0 +1,316 @@
+//! Clusters: named sets of upstream endpoints, how one is chosen, and how a request is
+//! sent to it.
+//!
+//! The macro builds each cluster once at start-up and gives routers direct references,
+//! so choosing a cluster costs nothing per request. Load balancing is round robin in v1;
+//! health checking, outlier detection and other balancers plug in at [`Cluster::pick`].
+
+mod endpoint;
+mod options;
+
+pub use endpoint::Endpoint;
+pub use options::{ClusterOptions, UpstreamProtocol};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::{Request, Response};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::config::EndpointAddress;
+use crate::http::{RequestBody, ResponseBody};
+use crate::stats::ClusterStats;
+use crate::upstream::{ConnectError, connect};
+
+/// Tries of one request over HTTP/2 when connections hand it back unsent.
+const HTTP2_ATTEMPTS: u32 = 3;
+
+/// A copy of a request head that may safely be sent again: no body, idempotent method.
+struct ReplayableHead(Request<()>);
+
+impl ReplayableHead {
+    fn request(&self) -> Request<RequestBody> {
+        copy_head(&self.0).map(|()| RequestBody::empty())
+    }
+}
+
+fn replayable_head(request: &Request<RequestBody>) -> Option<ReplayableHead> {
+    use http_body::Body as _;
+    let replayable = request.body().is_end_stream() && request.method().is_idempotent();
+    replayable.then(|| ReplayableHead(copy_head(request)))
+}
+
+/// Method, target, version and headers of `request` (extensions are per-attempt state).
+fn copy_head<B>(request: &Request<B>) -> Request<()> {
+    let mut copy = Request::new(());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Whether the origin said it did not process the stream: REFUSED_STREAM, or a graceful
+/// GOAWAY (NO_ERROR) that the stream was beyond. A GOAWAY error can also reach streams
+/// that were processed if the origin then closes abruptly, which is why only bodiless
+/// idempotent requests are ever replayed on this signal.
+fn was_not_processed(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Why a request could not get a response from upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The endpoint could not be reached: 502, flag `UF`.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection failed or was reset before response headers: 502, flag `UC`.
+    #[error("upstream connection failed before response headers: {0}")]
+    Reset(#[source] hyper::Error),
+}
+
+/// A named set of endpoints. See the module docs.
+#[derive(Debug)]
+pub struct Cluster {
+    name: &'static str,
+    endpoints: Box<[Endpoint]>,
+    options: ClusterOptions,
+    next: AtomicUsize,
+    stats: Arc<ClusterStats>,
+}
+
+impl Cluster {
+    /// Builds a cluster. Called once by generated code at start-up.
+    pub fn new(
+        name: &'static str,
+        endpoints: Vec<EndpointAddress>,
+        options: ClusterOptions,
+    ) -> Self {
+        let endpoints = endpoints
+            .into_iter()
+            .map(|address| Endpoint::new(address, &options))
+            .collect();
+        Self {
+            name,
+            endpoints,
+            options,
+            next: AtomicUsize::new(0),
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    pub fn stats(&self) -> &ClusterStats {
+        &self.stats
+    }
+
+    /// The endpoint for the next request (round robin), or `None` when the cluster has
+    /// none available: the client then gets 503 with flag `UH`.
+    pub(crate) fn pick(&self) -> Option<&Endpoint> {
+        match self.endpoints.len() {
+            0 => None,
+            1 => self.endpoints.first(),
+            n => self
+                .endpoints
+                .get(self.next.fetch_add(1, Ordering::Relaxed) % n),
+        }
+    }
+
+    /// Drops idle connections past their timeout. Run periodically by the server.
+    pub(crate) fn prune_idle(&self) {
+        for endpoint in self.endpoints.iter() {
+            endpoint.pool().prune();
+        }
+    }
+
+    /// Sends `request` to `endpoint` and returns its response head with a streaming body.
+    pub(crate) async fn send(
+        &self,
+        endpoint: &Endpoint,
+        request: Request<RequestBody>,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        self.stats.upstream_rq_total.inc();
+        let result = match self.options.protocol {
+            UpstreamProtocol::Http1 => self.send_http1(endpoint, request).await,
+            UpstreamProtocol::Http2 => self.send_http2(endpoint, request).await,
+        };
+        match &result {
+            Ok(response) => self.stats.count_status(response.status().as_u16()),
+            Err(UpstreamError::Reset(_)) => self.stats.upstream_rq_reset.inc(),
+            Err(UpstreamError::Connect(_)) => {}
+        }
+        result
+    }
+
+    async fn send_http1(
+        &self,
+        endpoint: &Endpoint,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        loop {
+            let (mut sender, reused) = match endpoint.pool().checkout() {
+                Some(sender) => (sender, true),
+                None => (self.connect_http1(endpoint).await?, false),
+            };
+            if reused {
+                // The previous exchange may still be settling on the connection task.
+                if sender.ready().await.is_err() {
+                    continue;
+                }
+                self.stats.upstream_cx_reuse.inc();
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let returner = endpoint.pool().returner(sender);
+                    return Ok(response.map(|body| ResponseBody::upstream(body, Some(returner))));
+                }
+                Err(mut error) => match error.take_message() {
+                    // A pooled connection the origin closed while it sat idle hands the
+                    // request back unsent; that is safe to retry on another connection,
+                    // whatever the method, because not one byte of it left the proxy.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(UpstreamError::Reset(error.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn connect_http1(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+        let stream = self.dial(endpoint).await?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                address: endpoint.address().to_string(),
+                source,
+            })?;
+        self.spawn_connection(connection);
+        Ok(sender)
+    }
+
+    async fn send_http2(
+        &self,
+        endpoint: &Endpoint,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        // A bodiless idempotent request can be rebuilt if the origin turns its stream
+        // away unprocessed; keep a copy of its head for that (HTTP/2 clusters only).
+        let mut replay = replayable_head(&request);
+        let mut attempt = 1;
+        loop {
+            let (generation, mut sender) = match endpoint.http2_sender() {
+                Some(cached) => cached,
+                None => self.connect_http2(endpoint).await?,
+            };
+            let error = match sender.try_send_request(request).await {
+                Ok(response) => {
+                    return Ok(response.map(|body| ResponseBody::upstream(body, None)));
+                }
+                Err(error) => error,
+            };
+            // Whatever went wrong, this connection is not to be used again.
+            endpoint.discard_http2_sender(generation);
+            if attempt >= HTTP2_ATTEMPTS {
+                return Err(UpstreamError::Reset(error.into_error()));
+            }
+            attempt += 1;
+            // The connection was closing (GOAWAY, max requests reached) and handed the
+            // request back unsent, or the origin refused the stream before processing it
+            // (RFC 9113 §8.7): either way it goes out again on a fresh connection.
+            let mut error = error;
+            request = match (error.take_message(), replay.take()) {
+                (Some(unsent), head) => {
+                    replay = head;
+                    unsent
+                }
+                (None, Some(head)) if was_not_processed(error.error()) => {
+                    let retry = head.request();
+                    replay = Some(head);
+                    retry
+                }
+                (None, _) => return Err(UpstreamError::Reset(error.into_error())),
+            };
+        }
+    }
+
+    /// One shared HTTP/2 connection per endpoint. Concurrent first requests wait for a
+    /// single dial instead of each opening their own.
+    async fn connect_http2(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<(u64, http2::SendRequest<RequestBody>), UpstreamError> {
+        let _dialing = endpoint.http2_dial_lock().await;
+        if let Some(cached) = endpoint.http2_sender() {
+            return Ok(cached);
+        }
+        let stream = self.dial(endpoint).await?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                address: endpoint.address().to_string(),
+                source,
+            })?;
+        self.spawn_connection(connection);
+        let generation = endpoint.set_http2_sender(sender.clone());
+        Ok((generation, sender))
+    }
+
+    async fn dial(&self, endpoint: &Endpoint) -> Result<crate::net::Stream, ConnectError> {
+        match connect(endpoint.address(), self.options.connect_timeout).await {
+            Ok(stream) => {
+                self.stats.upstream_cx_total.inc();
+                Ok(stream)
+            }
+            Err(error) => {
+                self.stats.upstream_cx_connect_fail.inc();
+                if matches!(error, ConnectError::Timeout { .. }) {
+                    self.stats.upstream_cx_connect_timeout.inc();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Drives an upstream connection on its own task until either side closes it.
+    fn spawn_connection<C>(&self, connection: C)
+    where
+        C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    {
+        let stats = Arc::clone(&self.stats);
+        let cluster = self.name;
+        stats.upstream_cx_active.inc();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(cluster, %error, "upstream connection closed with error");
+            }
+            stats.upstream_cx_active.dec();
+            stats.upstream_cx_destroy.inc();
+        });
+    }
+}

@@ -1,0 +1,246 @@
+//! Runtime inputs: the few values the DSL leaves to start-up (environment variables),
+//! and the address types they resolve to.
+//!
+//! Everything here runs once, before the first connection is accepted. Each problem is
+//! recorded rather than returned early, so a bad deployment learns about every wrong
+//! variable in one run instead of one per restart.
+
+mod address;
+
+pub use address::{BindAddress, EndpointAddress, ParseAddressError};
+
+use std::fmt;
+
+/// One problem with a runtime input, phrased for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    /// The environment variable (or literal) the value came from.
+    pub source: String,
+    /// The value that was found.
+    pub value: String,
+    /// What was expected instead, e.g. `ip:port, e.g. 0.0.0.0:8080`.
+    pub expected: &'static str,
+    /// The underlying reason, when there is one beyond "wrong form".
+    pub reason: Option<String>,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={:?} is not valid: expected {}",
+            self.source, self.value, self.expected
+        )?;
+        if let Some(reason) = &self.reason {
+            write!(f, " ({reason})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects runtime inputs at start-up.
+///
+/// Generated code calls one method per `env(..)` in the topology. On a bad value the
+/// method records an [`InputError`] and returns a placeholder; the launcher checks
+/// [`Inputs::into_errors`] before anything is bound, so a placeholder is never served.
+/// Looks up an environment variable by name.
+type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send>;
+
+pub struct Inputs {
+    lookup: EnvLookup,
+    errors: Vec<InputError>,
+    resolved: Vec<(String, String)>,
+}
+
+impl Default for Inputs {
+    fn default() -> Self {
+        Self::from_process_env()
+    }
+}
+
+impl fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inputs")
+            .field("errors", &self.errors)
+            .field("resolved", &self.resolved)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inputs {
+    /// Reads variables from the process environment.
+    pub fn from_process_env() -> Self {
+        Self::with_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`; used by tests to avoid mutating the process env.
+    pub fn with_lookup(lookup: impl Fn(&str) -> Option<String> + Send + 'static) -> Self {
+        Self {
+            lookup: Box::new(lookup),
+            errors: Vec::new(),
+            resolved: Vec::new(),
+        }
+    }
+
+    /// The value of `var`, or `default` when it is unset or empty. Remembers which it used
+    /// so `--check` can show where each value came from.
+    fn value(&mut self, var: &str, default: &str) -> String {
+        match (self.lookup)(var).filter(|v| !v.is_empty()) {
+            Some(v) => {
+                self.resolved
+                    .push((var.to_owned(), format!("{v} (from environment)")));
+                v
+            }
+            None => {
+                self.resolved
+                    .push((var.to_owned(), format!("{default} (default)")));
+                default.to_owned()
+            }
+        }
+    }
+
+    fn record(&mut self, var: &str, value: String, expected: &'static str, reason: Option<String>) {
+        self.errors.push(InputError {
+            source: var.to_owned(),
+            value,
+            expected,
+            reason,
+        });
+    }
+
+    /// A listener address from `env(VAR, default)`: `ip:port` or `unix:/abs/path`.
+    pub fn bind_env(&mut self, var: &str, default: &str) -> BindAddress {
+        let value = self.value(var, default);
+        match value.parse::<BindAddress>() {
+            Ok(addr) => addr,
+            Err(e) => {
+                self.record(var, value, BindAddress::EXPECTED, Some(e.to_string()));
+                BindAddress::placeholder()
+            }
+        }
+    }
+
+    /// An upstream endpoint from `env(VAR, default)`: `host:port` or `unix:/abs/path`.
+    /// A host name is resolved here, once; the first address wins (as Envoy's logical DNS).
+    pub fn endpoint_env(&mut self, var: &str, default: &str) -> EndpointAddress {
+        let value = self.value(var, default);
+        match EndpointAddress::resolve(&value) {
+            Ok(addr) => addr,
+            Err(e) => {
+                self.record(var, value, EndpointAddress::EXPECTED, Some(e.to_string()));
+                EndpointAddress::placeholder()
+            }
+        }
+    }
+
+    /// A Unix socket path from `pipe(env(VAR, default))`: an absolute path.
+    pub fn pipe_env(&mut self, var: &str, default: &str) -> std::path::PathBuf {
+        let value = self.value(var, default);
+        match address::absolute_path(&value) {
+            Ok(path) => path,
+            Err(e) => {
+                self.record(
+                    var,
+                    value,
+                    "an absolute path, e.g. /dev/shm/app.sock",
+                    Some(e.to_string()),
+                );
+                std::path::PathBuf::from("/")
+            }
+        }
+    }
+
+    /// A host-name endpoint written as a literal (`"origin.internal:8080"`), resolved once
+    /// at start-up. IP literals never come here: the macro builds them as constants.
+    pub fn resolve_host(&mut self, host_port: &str) -> EndpointAddress {
+        match EndpointAddress::resolve(host_port) {
+            Ok(addr) => addr,
+            Err(e) => {
+                self.record(
+                    "endpoint",
+                    host_port.to_owned(),
+                    "a resolvable host:port",
+                    Some(e.to_string()),
+                );
+                EndpointAddress::placeholder()
+            }
+        }
+    }
+
+    /// A route regex. The macro already compiled every pattern at build time, so this can
+    /// only fail if the regex crate versions disagree; it is still reported, never panicked on.
+    pub fn regex(&mut self, pattern: &str) -> regex::Regex {
+        match regex::Regex::new(pattern) {
+            Ok(re) => re,
+            Err(e) => {
+                self.record(
+                    "regex",
+                    pattern.to_owned(),
+                    "a valid regular expression",
+                    Some(e.to_string()),
+                );
+                never_matching_regex()
+            }
+        }
+    }
+
+    /// Where each environment-backed value came from, for `--check`.
+    pub fn resolved(&self) -> &[(String, String)] {
+        &self.resolved
+    }
+
+    /// All problems found, if any.
+    pub fn errors(&self) -> &[InputError] {
+        &self.errors
+    }
+
+    /// Consumes the collector, yielding every problem found.
+    pub fn into_errors(self) -> Vec<InputError> {
+        self.errors
+    }
+}
+
+fn never_matching_regex() -> regex::Regex {
+    // `[^\s\S]` matches no character, so the route it guards never matches.
+    regex::Regex::new(r"[^\s\S]").unwrap_or_else(|_| unreachable_regex())
+}
+
+#[allow(clippy::unwrap_used)]
+fn unreachable_regex() -> regex::Regex {
+    // The pattern above is a constant known to compile; this arm exists only to avoid a
+    // panic path in the signature. `a^` also never matches.
+    regex::Regex::new("a^").unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_value_overrides_default_and_bad_values_are_all_reported() {
+        let mut inputs = Inputs::with_lookup(|name| match name {
+            "GOOD" => Some("127.0.0.1:9000".into()),
+            "BAD1" => Some("nonsense".into()),
+            "BAD2" => Some("relative/path".into()),
+            _ => None,
+        });
+        assert_eq!(
+            inputs.bind_env("GOOD", "0.0.0.0:1").to_string(),
+            "127.0.0.1:9000"
+        );
+        assert_eq!(
+            inputs.bind_env("UNSET", "0.0.0.0:1").to_string(),
+            "0.0.0.0:1"
+        );
+        inputs.bind_env("BAD1", "0.0.0.0:1");
+        inputs.pipe_env("BAD2", "/a.sock");
+        let errors = inputs.into_errors();
+        assert_eq!(errors.len(), 2);
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("BAD1=\"nonsense\" is not valid: expected ip:port")
+        );
+        assert!(errors[1].to_string().contains("BAD2"));
+    }
+}

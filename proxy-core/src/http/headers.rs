@@ -1,0 +1,267 @@
+//! Header rules applied to every proxied message (RFC 9110 §7.6, RFC 9112).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Response, Version};
+
+use super::ResponseBody;
+use super::connection_manager::Downstream;
+use super::request_id;
+use crate::cluster::UpstreamProtocol;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Rewrites a downstream request head into the one sent upstream.
+pub(crate) fn prepare_request(
+    parts: &mut Parts,
+    downstream: &Downstream,
+    protocol: UpstreamProtocol,
+) {
+    let headers = &mut parts.headers;
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    remove_hop_by_hop(headers);
+    // `te: trailers` is the one TE value that is end-to-end in practice (gRPC needs it).
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    // 100-continue is answered by the downstream codec when the body is first read; the
+    // upstream sees a plain request.
+    headers.remove(header::EXPECT);
+
+    if let Some(peer) = &downstream.peer {
+        append_forwarded_for(headers, peer);
+    }
+    // Without a list of trusted hops, a client-supplied value is not believable: the
+    // scheme this proxy saw replaces it (Envoy's behaviour for untrusted downstreams).
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(downstream.scheme),
+    );
+    if !headers.contains_key(X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID, request_id::generate());
+    }
+
+    match protocol {
+        UpstreamProtocol::Http1 => into_origin_form(parts),
+        UpstreamProtocol::Http2 => into_absolute_form(parts),
+    }
+}
+
+/// Removes hop-by-hop fields from an upstream response before it goes downstream.
+pub(crate) fn prepare_response(response: &mut Response<ResponseBody>) {
+    remove_hop_by_hop(response.headers_mut());
+}
+
+/// Drops the fields that describe one connection rather than the message: those named
+/// in `Connection`, and the fixed set RFC 9110 §7.6.1 lists.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+    headers.remove(header::TE);
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
+    let mut existing = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .peekable();
+    if existing.peek().is_none() {
+        headers.insert(X_FORWARDED_FOR, peer.clone());
+        return;
+    }
+    let mut joined = String::with_capacity(64);
+    for value in existing {
+        if !joined.is_empty() {
+            joined.push_str(", ");
+        }
+        joined.push_str(value);
+    }
+    joined.push_str(", ");
+    joined.push_str(peer.to_str().unwrap_or_default());
+    match HeaderValue::try_from(joined) {
+        Ok(value) => {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        Err(_) => {
+            headers.insert(X_FORWARDED_FOR, peer.clone());
+        }
+    }
+}
+
+/// HTTP/1.1 upstream: `GET /path?q HTTP/1.1` with the authority in `Host`.
+///
+/// A target with an authority (HTTP/1.1 absolute-form, HTTP/2 `:authority`) wins over
+/// any `Host` header (RFC 9112 §3.2.2, RFC 9113 §8.3.1), the same authority routing
+/// chose the virtual host by, so the origin and the router never disagree on the host.
+fn into_origin_form(parts: &mut Parts) {
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(header::HOST, host);
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
+    }
+    parts.version = Version::HTTP_11;
+}
+
+/// HTTP/2 upstream: `:scheme`, `:authority` and `:path` pseudo-headers, no `Host`.
+fn into_absolute_form(parts: &mut Parts) {
+    let authority = match parts.uri.authority() {
+        Some(authority) => Some(authority.clone()),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
+    };
+    if let Some(authority) = authority {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        if let Ok(absolute) = Uri::from_parts(uri) {
+            parts.uri = absolute;
+            parts.headers.remove(header::HOST);
+        }
+    }
+    parts.version = Version::HTTP_2;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn downstream() -> Downstream {
+        Downstream {
+            peer: Some(HeaderValue::from_static("10.1.2.3")),
+            scheme: "http",
+        }
+    }
+
+    fn request(build: impl FnOnce(http::request::Builder) -> http::request::Builder) -> Parts {
+        build(http::Request::builder())
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn strips_hop_by_hop_including_connection_named_fields() {
+        let mut parts = request(|b| {
+            b.uri("/x")
+                .header("host", "example.org")
+                .header("connection", "keep-alive, X-Secret")
+                .header("x-secret", "1")
+                .header("keep-alive", "timeout=5")
+                .header("upgrade", "websocket")
+                .header("proxy-connection", "keep-alive")
+                .header("te", "gzip")
+                .header("expect", "100-continue")
+                .header("x-kept", "yes")
+        });
+        prepare_request(&mut parts, &downstream(), UpstreamProtocol::Http1);
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "upgrade",
+            "proxy-connection",
+            "te",
+            "expect",
+        ] {
+            assert!(
+                !parts.headers.contains_key(gone),
+                "{gone} should be removed"
+            );
+        }
+        assert_eq!(parts.headers["x-kept"], "yes");
+        assert_eq!(parts.headers["host"], "example.org");
+    }
+
+    #[test]
+    fn keeps_te_trailers_and_appends_forwarding_headers() {
+        let mut parts = request(|b| {
+            b.uri("/")
+                .header("te", "trailers")
+                .header("x-forwarded-for", "1.1.1.1")
+                .header("x-forwarded-proto", "https")
+        });
+        prepare_request(&mut parts, &downstream(), UpstreamProtocol::Http1);
+        assert_eq!(parts.headers["te"], "trailers");
+        assert_eq!(parts.headers["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        assert_eq!(parts.headers["x-forwarded-proto"], "http");
+        assert_eq!(parts.headers["x-request-id"].len(), 36);
+    }
+
+    #[test]
+    fn keeps_an_existing_request_id() {
+        let mut parts = request(|b| b.uri("/").header("x-request-id", "abc"));
+        prepare_request(&mut parts, &downstream(), UpstreamProtocol::Http1);
+        assert_eq!(parts.headers["x-request-id"], "abc");
+    }
+
+    #[test]
+    fn h2_downstream_to_h1_upstream_gets_host_and_origin_form() {
+        let mut parts = request(|b| {
+            b.uri("http://example.org:8080/a?b=1")
+                .version(Version::HTTP_2)
+        });
+        prepare_request(&mut parts, &downstream(), UpstreamProtocol::Http1);
+        assert_eq!(parts.uri, "/a?b=1");
+        assert_eq!(parts.headers["host"], "example.org:8080");
+        assert_eq!(parts.version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn absolute_form_authority_replaces_host() {
+        let mut parts = request(|b| {
+            b.uri("http://target.example:81/a")
+                .header("host", "other.example")
+        });
+        prepare_request(&mut parts, &downstream(), UpstreamProtocol::Http1);
+        assert_eq!(parts.uri, "/a");
+        assert_eq!(parts.headers["host"], "target.example:81");
+    }
+
+    #[test]
+    fn h1_downstream_to_h2_upstream_gets_authority() {
+        let mut parts = request(|b| b.uri("/a?b=1").header("host", "example.org"));
+        prepare_request(&mut parts, &downstream(), UpstreamProtocol::Http2);
+        assert_eq!(parts.uri, "http://example.org/a?b=1");
+        assert!(!parts.headers.contains_key("host"));
+        assert_eq!(parts.version, Version::HTTP_2);
+    }
+}

@@ -1,0 +1,110 @@
+use std::time::Duration;
+
+use crate::cluster::Cluster;
+
+/// What the router decided for one request.
+#[derive(Debug, Clone, Copy)]
+pub enum RouteAction<'a> {
+    /// Proxy to `cluster` under `policy`.
+    Forward(&'a Cluster, &'a RoutePolicy),
+    /// Answer locally with a fixed status and body.
+    Direct(&'a DirectResponse),
+    /// Answer with a redirect built from the request and the configured parts.
+    Redirect(&'a Redirect),
+    /// No virtual host or no route matched: 404 with response flag `NR`.
+    NoRoute,
+}
+
+/// Per-route forwarding settings. `const`-constructible so generated code keeps them in
+/// `static`s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePolicy {
+    /// Route name for logs and `--check`: `listener/virtual_host/index`.
+    pub name: &'static str,
+    /// How long to wait for the upstream's response headers, from when the request is
+    /// handed to the upstream connection. `None` disables the timeout. On expiry the
+    /// client gets 504 with flag `UT`.
+    pub timeout: Option<Duration>,
+}
+
+impl RoutePolicy {
+    /// Envoy's default route timeout.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+    pub const fn new(name: &'static str, timeout: Option<Duration>) -> Self {
+        Self { name, timeout }
+    }
+}
+
+/// A fixed local answer, e.g. `direct_response(200, "ok")`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectResponse {
+    pub status: u16,
+    pub body: &'static str,
+}
+
+impl DirectResponse {
+    pub const fn new(status: u16, body: &'static str) -> Self {
+        Self { status, body }
+    }
+}
+
+/// A redirect. Parts left `None` are taken from the request, as in Envoy's
+/// `RedirectAction`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// 301, 302, 303, 307 or 308 (validated by the macro).
+    pub status: u16,
+    pub scheme: Option<&'static str>,
+    pub host: Option<&'static str>,
+    pub port: Option<u16>,
+    /// Replaces the whole path.
+    pub path: Option<&'static str>,
+    /// Replaces the matched route prefix (only for `prefix(..)` routes).
+    pub prefix_rewrite: Option<(&'static str, &'static str)>,
+    /// Drop the query string.
+    pub strip_query: bool,
+}
+
+impl Redirect {
+    pub const fn new(status: u16) -> Self {
+        Self {
+            status,
+            scheme: None,
+            host: None,
+            port: None,
+            path: None,
+            prefix_rewrite: None,
+            strip_query: false,
+        }
+    }
+    pub const fn scheme(mut self, scheme: &'static str) -> Self {
+        self.scheme = Some(scheme);
+        self
+    }
+    pub const fn host(mut self, host: &'static str) -> Self {
+        self.host = Some(host);
+        self
+    }
+    pub const fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+    pub const fn path(mut self, path: &'static str) -> Self {
+        self.path = Some(path);
+        self
+    }
+    /// `matched` is the route's prefix; `replacement` what replaces it.
+    pub const fn prefix_rewrite(
+        mut self,
+        matched: &'static str,
+        replacement: &'static str,
+    ) -> Self {
+        self.prefix_rewrite = Some((matched, replacement));
+        self
+    }
+    pub const fn strip_query(mut self, strip: bool) -> Self {
+        self.strip_query = strip;
+        self
+    }
+}

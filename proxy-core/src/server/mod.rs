@@ -1,0 +1,203 @@
+//! Serving: one accept loop per listener, one task per connection, and graceful drain.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::BindAddress;
+use crate::http::{ConnectionManager, Downstream};
+use crate::listener::{BindError, BoundListener, ListenerConfig};
+use crate::route::Router;
+use crate::stats::{GaugeGuard, ListenerStats};
+
+/// Why serving could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("listener `{listener}`: {source}")]
+    Bind {
+        listener: &'static str,
+        #[source]
+        source: BindError,
+    },
+}
+
+/// Server-wide settings from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSettings {
+    /// After SIGTERM/SIGINT, how long in-flight requests may take before connections are
+    /// closed regardless.
+    pub drain_timeout: Duration,
+    /// Time allowed for a client to send a complete HTTP/1.1 request head (slowloris guard).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Owns the listeners of a running proxy.
+#[derive(Debug)]
+pub struct Server {
+    settings: ServerSettings,
+    shutdown: watch::Sender<bool>,
+    accept_loops: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    socket_paths: Vec<PathBuf>,
+    listener_stats: Vec<(&'static str, Arc<ListenerStats>)>,
+}
+
+impl Server {
+    /// A server with no listeners yet. Generated proxies get one from [`App`](crate::App);
+    /// embedders and tests may drive one directly inside a tokio runtime.
+    pub fn new(settings: ServerSettings) -> Self {
+        Self {
+            settings,
+            shutdown: watch::Sender::new(false),
+            accept_loops: Vec::new(),
+            background: Vec::new(),
+            socket_paths: Vec::new(),
+            listener_stats: Vec::new(),
+        }
+    }
+
+    /// Binds `listener` and serves HTTP/1.1 and HTTP/2 (prior knowledge) on it through
+    /// `router`. Must run inside the runtime; a bind failure is returned, not logged.
+    /// Returns the address actually bound (the real port when `:0` was asked for).
+    pub fn http<R: Router>(
+        &mut self,
+        listener: &ListenerConfig,
+        router: R,
+    ) -> Result<BindAddress, ServeError> {
+        let bound = BoundListener::bind(listener).map_err(|source| ServeError::Bind {
+            listener: listener.name(),
+            source,
+        })?;
+        if let Some(path) = bound.unix_path() {
+            self.socket_paths.push(path.to_path_buf());
+        }
+        let address = bound.local_address(listener.bind_address());
+        tracing::info!(listener = listener.name(), %address, "listening");
+        let stats = Arc::new(ListenerStats::default());
+        self.listener_stats
+            .push((listener.name(), Arc::clone(&stats)));
+        let manager = Arc::new(ConnectionManager::new(router, stats));
+        let accept = accept_loop(bound, manager, self.shutdown.subscribe(), self.settings);
+        self.accept_loops.push(tokio::spawn(accept));
+        Ok(address)
+    }
+
+    /// Runs `task` until shutdown; for periodic work off the request path.
+    pub(crate) fn spawn_background(
+        &mut self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.background.push(tokio::spawn(task));
+    }
+
+    /// Per-listener counters, in bind order.
+    pub fn listener_stats(&self) -> &[(&'static str, Arc<ListenerStats>)] {
+        &self.listener_stats
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the drain timeout, then
+    /// removes the Unix socket files this server created.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for accept in self.accept_loops {
+            let _ = accept.await;
+        }
+        for task in self.background {
+            task.abort();
+        }
+        for path in &self.socket_paths {
+            if let Err(error) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), %error, "could not remove socket file");
+            }
+        }
+    }
+}
+
+/// State shared by every request on one connection: one `Arc` clone per request.
+struct ConnectionContext<R> {
+    manager: Arc<ConnectionManager<R>>,
+    downstream: Downstream,
+}
+
+async fn accept_loop<R: Router>(
+    listener: BoundListener,
+    manager: Arc<ConnectionManager<R>>,
+    mut shutdown: watch::Receiver<bool>,
+    settings: ServerSettings,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors or memory: the error repeats until something
+                // closes, so back off instead of spinning a core.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let context = Arc::new(ConnectionContext {
+            manager: Arc::clone(&manager),
+            downstream: Downstream::new(peer),
+        });
+        let service = service_fn(move |request| {
+            let context = Arc::clone(&context);
+            async move {
+                Ok::<_, Infallible>(context.manager.handle(request, &context.downstream).await)
+            }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        let manager = Arc::clone(&manager);
+        tokio::spawn(async move {
+            let stats = manager.stats();
+            stats.downstream_cx_total.inc();
+            let _active = GaugeGuard::new(&stats.downstream_cx_active);
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "downstream connection error");
+            }
+        });
+    }
+
+    // Closing the listening socket first makes new clients fail fast (or go to another
+    // instance) instead of queueing in the backlog of a proxy that is going away.
+    drop(listener);
+    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout reached; closing remaining connections");
+    }
+}

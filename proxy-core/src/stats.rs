@@ -1,0 +1,143 @@
+//! Counters and gauges with Envoy's names.
+//!
+//! Every counter a topology can have is known when it is compiled, so stats are plain
+//! struct fields of atomics, not a string-keyed registry: incrementing one is a single
+//! relaxed atomic add. They are read by `--check`-style reports now and by the admin
+//! listener later.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (active connections, requests in flight).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    #[inline]
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements a gauge when dropped, so every exit path of a connection or request
+/// (including cancellation) is counted.
+#[derive(Debug)]
+pub(crate) struct GaugeGuard<'a>(&'a Gauge);
+
+impl<'a> GaugeGuard<'a> {
+    pub(crate) fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+macro_rules! stats_struct {
+    ($(#[$meta:meta])* $name:ident { $($field:ident : $kind:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $(pub $field: $kind,)*
+        }
+
+        impl $name {
+            /// Appends `prefix.name value` lines, Envoy's text stats format.
+            pub fn render(&self, prefix: &str, out: &mut String) {
+                $(let _ = writeln!(out, "{}.{}: {}", prefix, stringify!($field), self.$field.get());)*
+            }
+        }
+    };
+}
+
+stats_struct! {
+    /// `cluster.<name>.*`
+    ClusterStats {
+        upstream_cx_total: Counter,
+        upstream_cx_active: Gauge,
+        upstream_cx_connect_fail: Counter,
+        upstream_cx_connect_timeout: Counter,
+        upstream_cx_destroy: Counter,
+        upstream_rq_total: Counter,
+        upstream_rq_active: Gauge,
+        upstream_rq_timeout: Counter,
+        upstream_rq_2xx: Counter,
+        upstream_rq_3xx: Counter,
+        upstream_rq_4xx: Counter,
+        upstream_rq_5xx: Counter,
+        upstream_cx_reuse: Counter,
+        upstream_rq_reset: Counter,
+    }
+}
+
+stats_struct! {
+    /// `http.<listener>.*` (Envoy's connection-manager stats, keyed by listener here).
+    ListenerStats {
+        downstream_cx_total: Counter,
+        downstream_cx_active: Gauge,
+        downstream_rq_total: Counter,
+        downstream_rq_active: Gauge,
+        downstream_rq_2xx: Counter,
+        downstream_rq_3xx: Counter,
+        downstream_rq_4xx: Counter,
+        downstream_rq_5xx: Counter,
+        no_route: Counter,
+        no_healthy_upstream: Counter,
+        upstream_connect_fail: Counter,
+        upstream_reset: Counter,
+        upstream_timeout: Counter,
+    }
+}
+
+impl ClusterStats {
+    pub(crate) fn count_status(&self, status: u16) {
+        match status / 100 {
+            2 => self.upstream_rq_2xx.inc(),
+            3 => self.upstream_rq_3xx.inc(),
+            4 => self.upstream_rq_4xx.inc(),
+            5 => self.upstream_rq_5xx.inc(),
+            _ => {}
+        }
+    }
+}
+
+impl ListenerStats {
+    pub(crate) fn count_status(&self, status: u16) {
+        match status / 100 {
+            2 => self.downstream_rq_2xx.inc(),
+            3 => self.downstream_rq_3xx.inc(),
+            4 => self.downstream_rq_4xx.inc(),
+            5 => self.downstream_rq_5xx.inc(),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The one table of runtime items generated code names (as Rocket's `exports.rs`).
+//!
+//! Every item is spelled `::proxy_core::__private::..`, so the user needs no other
+//! dependency and no imports, and nothing they define can shadow it. This list is the
+//! macro's whole contract with `proxy-core`.
+
+use proc_macro2::{Ident, Punct, Spacing, Span, TokenStream};
+use quote::{ToTokens, TokenStreamExt};
+
+/// A path below `::proxy_core::__private`, `::`-separated.
+pub struct Private(&'static str);
+
+impl ToTokens for Private {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        let separator = |tokens: &mut TokenStream| {
+            tokens.append(Punct::new(':', Spacing::Joint));
+            tokens.append(Punct::new(':', Spacing::Alone));
+        };
+        for segment in ["proxy_core", "__private"]
+            .into_iter()
+            .chain(self.0.split("::"))
+        {
+            separator(tokens);
+            tokens.append(Ident::new(segment, Span::call_site()));
+        }
+    }
+}
+
+// std re-exports.
+pub const ARC: Private = Private("Arc");
+pub const DURATION: Private = Private("Duration");
+pub const PATH_BUF: Private = Private("PathBuf");
+pub const EXIT_CODE: Private = Private("ExitCode");
+pub const REGEX: Private = Private("Regex");
+
+// The `http` crate.
+pub const REQUEST_PARTS: Private = Private("http::request::Parts");
+pub const METHOD: Private = Private("http::Method");
+pub const HEADER_NAME: Private = Private("http::HeaderName");
+
+// Addresses.
+pub const SOCKET_V4: Private = Private("socket_v4");
+pub const SOCKET_V6: Private = Private("socket_v6");
+pub const BIND_ADDRESS: Private = Private("BindAddress");
+pub const ENDPOINT_ADDRESS: Private = Private("EndpointAddress");
+pub const INPUTS: Private = Private("Inputs");
+
+// Listeners, clusters and routes.
+pub const LISTENER_CONFIG: Private = Private("ListenerConfig");
+pub const CLUSTER: Private = Private("Cluster");
+pub const CLUSTER_OPTIONS: Private = Private("ClusterOptions");
+pub const UPSTREAM_PROTOCOL: Private = Private("UpstreamProtocol");
+pub const ROUTE_POLICY: Private = Private("RoutePolicy");
+pub const DIRECT_RESPONSE: Private = Private("DirectResponse");
+pub const REDIRECT: Private = Private("Redirect");
+pub const ROUTE_ACTION: Private = Private("RouteAction");
+pub const ROUTER: Private = Private("Router");
+
+// Request matching helpers.
+pub const REQUEST_HOST: Private = Private("request_host");
+pub const HOST_IS: Private = Private("host_is");
+pub const HOST_HAS_SUFFIX: Private = Private("host_has_suffix");
+pub const HOST_HAS_PREFIX: Private = Private("host_has_prefix");
+pub const HEADER_PRESENT: Private = Private("header_present");
+pub const HEADER_VALUE_IS: Private = Private("header_value_is");
+
+// Running.
+pub const TOPOLOGY: Private = Private("Topology");
+pub const SERVER: Private = Private("Server");
+pub const SERVE_ERROR: Private = Private("ServeError");
+pub const APP: Private = Private("App");
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    #[test]
+    fn paths_are_absolute() {
+        assert_eq!(
+            quote!(#REQUEST_PARTS).to_string(),
+            ":: proxy_core :: __private :: http :: request :: Parts"
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! `Topology::SUMMARY`: the topology as the model understood it, defaults included,
+//! printed by `--check` so the operator sees what was compiled without reading code.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::model::{
+    Action, Address, Cluster, Listener, Protocol, Route, Target, Topology, ident_string,
+};
+
+pub fn render(topology: &Topology) -> String {
+    let mut out = String::new();
+    for listener in &topology.listeners {
+        render_listener(&mut out, topology, listener);
+    }
+    for cluster in &topology.clusters {
+        render_cluster(&mut out, cluster);
+    }
+    out
+}
+
+fn render_listener(out: &mut String, topology: &Topology, listener: &Listener) {
+    let bind = listener
+        .bind
+        .as_ref()
+        .map_or_else(|| "?".to_owned(), |bind| address(&bind.value));
+    let _ = write!(out, "listener {} on {bind}", ident_string(&listener.name));
+    if let Some(mode) = &listener.socket_mode {
+        let _ = write!(out, ", socket mode {:#o}", mode.value);
+    }
+    out.push('\n');
+    for vhost in &listener.virtual_hosts {
+        let domains: Vec<String> = vhost
+            .domains
+            .iter()
+            .map(|domain| domain.value.pattern())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  virtual_host {} [{}]",
+            ident_string(&vhost.name),
+            domains.join(", ")
+        );
+        for route in &vhost.routes {
+            let _ = writeln!(out, "    {}  {}", route.name, render_route(topology, route));
+        }
+    }
+}
+
+fn render_route(topology: &Topology, route: &Route) -> String {
+    let mut text = route.matcher.value.describe();
+    let mut conditions = Vec::new();
+    if !route.methods.is_empty() {
+        let methods: Vec<&str> = route
+            .methods
+            .iter()
+            .map(|method| method.name.as_str())
+            .collect();
+        conditions.push(format!("method({})", methods.join(", ")));
+    }
+    for header in &route.headers {
+        conditions.push(match &header.value {
+            None => format!("header({:?})", header.name),
+            Some(value) => format!("header({:?}, {value:?})", header.name),
+        });
+    }
+    if !conditions.is_empty() {
+        let _ = write!(text, " if {}", conditions.join(" && "));
+    }
+    text.push_str(" -> ");
+    match &route.action {
+        Action::Forward { cluster, timeout } => {
+            let timeout = timeout.map_or_else(|| "none".to_owned(), duration);
+            let _ = write!(
+                text,
+                "cluster {} (timeout {timeout})",
+                ident_string(&topology.cluster(*cluster).name)
+            );
+        }
+        Action::Direct { status, body } => {
+            let _ = write!(text, "direct_response {status}");
+            if !body.is_empty() {
+                let _ = write!(text, " {body:?}");
+            }
+        }
+        Action::Redirect(redirect) => {
+            let _ = write!(text, "redirect {}", redirect.status);
+            let mut parts = Vec::new();
+            if let Some(scheme) = &redirect.scheme {
+                parts.push(format!("scheme {scheme}"));
+            }
+            if let Some(host) = &redirect.host {
+                parts.push(format!("host {host}"));
+            }
+            if let Some(port) = redirect.port {
+                parts.push(format!("port {port}"));
+            }
+            if let Some(path) = &redirect.path {
+                parts.push(format!("path {path:?}"));
+            }
+            if let Some(rewrite) = &redirect.prefix_rewrite {
+                parts.push(format!("prefix_rewrite {:?}", rewrite.value));
+            }
+            if redirect.strip_query {
+                parts.push("strip_query".to_owned());
+            }
+            if !parts.is_empty() {
+                let _ = write!(text, " ({})", parts.join(", "));
+            }
+        }
+    }
+    text
+}
+
+fn render_cluster(out: &mut String, cluster: &Cluster) {
+    let protocol = match cluster.protocol {
+        Protocol::Http1 => "http1",
+        Protocol::Http2 => "http2",
+    };
+    let _ = writeln!(
+        out,
+        "cluster {}: round_robin, {protocol}, connect_timeout {}, idle_timeout {}, max_idle_per_endpoint {}",
+        ident_string(&cluster.name),
+        duration(cluster.connect_timeout),
+        duration(cluster.idle_timeout),
+        cluster.max_idle_per_endpoint,
+    );
+    for endpoint in &cluster.endpoints {
+        let _ = writeln!(out, "  endpoint {}", address(&endpoint.value));
+    }
+}
+
+fn address(address: &Address) -> String {
+    match address {
+        Address::Fixed(Target::Host(host_port)) => format!("{host_port} (resolved at start-up)"),
+        Address::Fixed(target) => target.to_string(),
+        Address::Env { var, default, .. } => format!("env {var} (default {default})"),
+        Address::PipeEnv { var, default } => format!("unix:env {var} (default {default})"),
+    }
+}
+
+/// In the largest unit that states it exactly: `90s` rather than `1.5m`.
+pub fn duration(duration: Duration) -> String {
+    const UNITS: &[(u128, &str)] = &[
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+    ];
+    let nanos = duration.as_nanos();
+    UNITS
+        .iter()
+        .find(|(size, _)| nanos % size == 0)
+        .map_or_else(
+            || format!("{nanos}ns"),
+            |(size, unit)| format!("{}{unit}", nanos / size),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_use_the_largest_exact_unit() {
+        assert_eq!(duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(duration(Duration::from_secs(90)), "90s");
+        assert_eq!(duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(duration(Duration::from_nanos(5)), "5ns");
+    }
+}

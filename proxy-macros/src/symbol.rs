@@ -1,0 +1,163 @@
+//! Every name the DSL gives meaning to, in one place (as serde_derive's `symbol.rs`).
+//!
+//! Structural keywords that start a block (`listener`, `route`, ...) are also
+//! `syn::custom_keyword!`s in [`crate::syntax::kw`] so the parser can peek for them; the
+//! names here are the ones compared against identifiers while interpreting a parsed
+//! block, and the lists per block feed "did you mean" suggestions.
+
+use std::fmt;
+
+use proc_macro2::Ident;
+
+/// A name the DSL recognises, compared against user identifiers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Symbol(&'static str);
+
+impl Symbol {
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl PartialEq<Symbol> for Ident {
+    fn eq(&self, word: &Symbol) -> bool {
+        self == word.0
+    }
+}
+
+impl PartialEq<Symbol> for &Ident {
+    fn eq(&self, word: &Symbol) -> bool {
+        *self == word.0
+    }
+}
+
+impl fmt::Display for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+// Top-level items and blocks.
+pub const LISTENER: Symbol = Symbol("listener");
+pub const CLUSTER: Symbol = Symbol("cluster");
+pub const HTTP: Symbol = Symbol("http");
+pub const VIRTUAL_HOST: Symbol = Symbol("virtual_host");
+pub const ROUTE: Symbol = Symbol("route");
+
+// Listener keys.
+pub const BIND: Symbol = Symbol("bind");
+pub const SOCKET_MODE: Symbol = Symbol("socket_mode");
+
+// Cluster keys and their values.
+pub const ENDPOINTS: Symbol = Symbol("endpoints");
+pub const CONNECT_TIMEOUT: Symbol = Symbol("connect_timeout");
+pub const LB: Symbol = Symbol("lb");
+pub const PROTOCOL: Symbol = Symbol("protocol");
+pub const MAX_IDLE_PER_ENDPOINT: Symbol = Symbol("max_idle_per_endpoint");
+pub const IDLE_TIMEOUT: Symbol = Symbol("idle_timeout");
+pub const ROUND_ROBIN: Symbol = Symbol("round_robin");
+pub const HTTP1: Symbol = Symbol("http1");
+pub const HTTP2: Symbol = Symbol("http2");
+
+// Virtual host keys.
+pub const DOMAINS: Symbol = Symbol("domains");
+
+// Route matchers, conditions and actions.
+pub const PREFIX: Symbol = Symbol("prefix");
+pub const EXACT: Symbol = Symbol("exact");
+pub const REGEX: Symbol = Symbol("regex");
+pub const METHOD: Symbol = Symbol("method");
+pub const HEADER: Symbol = Symbol("header");
+pub const DIRECT_RESPONSE: Symbol = Symbol("direct_response");
+pub const REDIRECT: Symbol = Symbol("redirect");
+
+// Route policy (`cluster(..) { .. }`) keys.
+pub const TIMEOUT: Symbol = Symbol("timeout");
+pub const NONE: Symbol = Symbol("none");
+
+// Redirect keys.
+pub const STATUS: Symbol = Symbol("status");
+pub const SCHEME: Symbol = Symbol("scheme");
+pub const HOST: Symbol = Symbol("host");
+pub const PORT: Symbol = Symbol("port");
+pub const PATH: Symbol = Symbol("path");
+pub const PREFIX_REWRITE: Symbol = Symbol("prefix_rewrite");
+pub const STRIP_QUERY: Symbol = Symbol("strip_query");
+
+// Address forms.
+pub const ENV: Symbol = Symbol("env");
+pub const PIPE: Symbol = Symbol("pipe");
+
+pub const ITEMS: &[Symbol] = &[LISTENER, CLUSTER];
+pub const MATCHERS: &[Symbol] = &[PREFIX, EXACT, REGEX];
+pub const CONDITIONS: &[Symbol] = &[METHOD, HEADER];
+pub const ACTIONS: &[Symbol] = &[CLUSTER, DIRECT_RESPONSE, REDIRECT];
+pub const ADDRESS_FORMS: &[Symbol] = &[ENV, PIPE];
+
+/// A braced body of `key: value` entries (and, for some, nested blocks). Knows which
+/// keys and blocks it accepts, for unknown-key errors and suggestions.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Block {
+    Listener,
+    Http,
+    VirtualHost,
+    Cluster,
+    RoutePolicy,
+    Redirect,
+}
+
+impl Block {
+    /// The `key: value` entries this block accepts.
+    pub fn keys(self) -> &'static [Symbol] {
+        match self {
+            Block::Listener => &[BIND, SOCKET_MODE],
+            Block::Http => &[],
+            Block::VirtualHost => &[DOMAINS],
+            Block::Cluster => &[
+                ENDPOINTS,
+                CONNECT_TIMEOUT,
+                LB,
+                PROTOCOL,
+                MAX_IDLE_PER_ENDPOINT,
+                IDLE_TIMEOUT,
+            ],
+            Block::RoutePolicy => &[TIMEOUT],
+            Block::Redirect => &[
+                STATUS,
+                SCHEME,
+                HOST,
+                PORT,
+                PATH,
+                PREFIX_REWRITE,
+                STRIP_QUERY,
+            ],
+        }
+    }
+
+    /// The keyword-introduced entries (`http { .. }`, `route ..`) this block accepts.
+    pub fn nested(self) -> &'static [Symbol] {
+        match self {
+            Block::Listener => &[HTTP],
+            Block::Http => &[VIRTUAL_HOST],
+            Block::VirtualHost => &[ROUTE],
+            Block::Cluster | Block::RoutePolicy | Block::Redirect => &[],
+        }
+    }
+
+    /// How the block is called in messages ("unknown key `x` in a cluster").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Block::Listener => "a listener",
+            Block::Http => "an `http` block",
+            Block::VirtualHost => "a virtual host",
+            Block::Cluster => "a cluster",
+            Block::RoutePolicy => "a route's `cluster(..) { .. }` block",
+            Block::Redirect => "a `redirect { .. }` block",
+        }
+    }
+
+    /// Everything that may start an entry of this block, for suggestions.
+    pub fn entry_names(self) -> impl Iterator<Item = Symbol> {
+        self.keys().iter().chain(self.nested()).copied()
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every check and test suite. Installs the real peers the suites need (nginx, curl)
+# when they are missing, then: format check, clippy, release build of the apps the
+# end-to-end suites run, and `cargo test` over the whole workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if ((${#missing[@]})); then
+  echo "==> installing test peers: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: need root to run: apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx curl
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> building the binaries the end-to-end suites run"
+cargo build --release --locked -p edge -p quickstart
+
+echo "==> cargo test"
+cargo test --workspace --locked

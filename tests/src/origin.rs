@@ -1,0 +1,216 @@
+//! Test-owned TCP origins that misbehave on purpose, which nginx cannot be told to do.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use crate::DEADLINE;
+
+/// A TCP origin on 127.0.0.1 run by plain threads (no runtime), stopped on drop.
+///
+/// - [`Origin::blackhole`]: accepts and never answers, for route timeouts (504 `UT`).
+/// - [`Origin::reset`]: reads the request head and closes without answering (502 `UC`).
+/// - [`Origin::held`]: reads the request head, then answers only after
+///   [`Origin::release`], so a test controls exactly when a request is in flight
+///   (graceful drain) without sleeping.
+/// - [`Origin::scripted`]: reads the request head, writes fixed bytes (e.g. a response
+///   cut short) and closes the connection.
+#[derive(Debug)]
+pub struct Origin {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+    arrivals: Mutex<Receiver<String>>,
+}
+
+#[derive(Debug)]
+enum Behaviour {
+    Blackhole,
+    Reset,
+    Held { response: Vec<u8> },
+    Scripted { bytes: Vec<u8> },
+}
+
+#[derive(Debug)]
+struct Shared {
+    behaviour: Behaviour,
+    stop: AtomicBool,
+    released: Mutex<bool>,
+    wake: Condvar,
+    parked: Mutex<Vec<TcpStream>>,
+    accepted: AtomicUsize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Origin {
+    /// Accepts connections and never reads or answers.
+    pub fn blackhole() -> Self {
+        Self::start(Behaviour::Blackhole)
+    }
+
+    /// Reads each request head, then closes the connection without a response.
+    pub fn reset() -> Self {
+        Self::start(Behaviour::Reset)
+    }
+
+    /// Reads each request head and answers `200` with `body` once [`release`](Self::release)
+    /// is called (every connection, before or after the release).
+    pub fn held(body: &[u8]) -> Self {
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(body);
+        Self::start(Behaviour::Held { response })
+    }
+
+    /// Reads each request head, writes `bytes` as they are, then closes the connection.
+    pub fn scripted(bytes: &[u8]) -> Self {
+        Self::start(Behaviour::Scripted {
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    fn start(behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap_or_else(|e| panic!("bind origin: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("origin local_addr: {e}"));
+        let shared = Arc::new(Shared {
+            behaviour,
+            stop: AtomicBool::new(false),
+            released: Mutex::new(false),
+            wake: Condvar::new(),
+            parked: Mutex::new(Vec::new()),
+            accepted: AtomicUsize::new(0),
+        });
+        let (arrived, arrivals) = channel();
+        let acceptor = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || accept_loop(&listener, &shared, &arrived))
+        };
+        Self {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+            arrivals: Mutex::new(arrivals),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until the next request head arrived (for a blackhole: the next connection)
+    /// and returns it; panics after [`DEADLINE`].
+    pub fn wait_request(&self) -> String {
+        lock(&self.arrivals)
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no request reached the test origin at {} within {DEADLINE:?}",
+                    self.addr
+                )
+            })
+    }
+
+    /// Lets held connections answer.
+    pub fn release(&self) {
+        *lock(&self.shared.released) = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        // Unblock `accept` so the acceptor sees the stop flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        lock(&self.shared.parked).clear();
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, arrived: &Sender<String>) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        shared.accepted.fetch_add(1, Ordering::SeqCst);
+        if let Behaviour::Blackhole = shared.behaviour {
+            lock(&shared.parked).push(stream);
+            let _ = arrived.send(String::new());
+            continue;
+        }
+        let shared = Arc::clone(shared);
+        let arrived = arrived.clone();
+        std::thread::spawn(move || serve(stream, &shared, &arrived));
+    }
+}
+
+fn serve(mut stream: TcpStream, shared: &Shared, arrived: &Sender<String>) {
+    let _ = stream.set_read_timeout(Some(DEADLINE));
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
+    let _ = arrived.send(head);
+    match &shared.behaviour {
+        Behaviour::Blackhole => {}
+        Behaviour::Reset => {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        Behaviour::Scripted { bytes } => {
+            let _ = stream.write_all(bytes);
+            let _ = stream.flush();
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        Behaviour::Held { response } => {
+            let mut released = lock(&shared.released);
+            while !*released && !shared.stop.load(Ordering::SeqCst) {
+                released = shared
+                    .wake
+                    .wait(released)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            let go = *released && !shared.stop.load(Ordering::SeqCst);
+            drop(released);
+            if go {
+                let _ = stream.write_all(response);
+                let _ = stream.flush();
+                // Wait for the proxy to close (or reuse and abandon) the connection.
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            }
+        }
+    }
+}
+
+/// Reads up to the end of a request head; `None` if the peer closed first.
+fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}

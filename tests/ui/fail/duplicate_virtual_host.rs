@@ -1,0 +1,12 @@
+proxy_core::proxy! {
+    listener edge {
+        bind: "127.0.0.1:8080",
+        http {
+            virtual_host site { domains: ["a.example"], route prefix("/") => cluster(api) }
+            virtual_host site { domains: ["b.example"], route prefix("/") => cluster(api) }
+        }
+    }
+    cluster api { endpoints: ["127.0.0.1:9000"] }
+}
+
+fn main() {}

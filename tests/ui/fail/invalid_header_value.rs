@@ -1,0 +1,16 @@
+proxy_core::proxy! {
+    listener edge {
+        bind: "127.0.0.1:8080",
+        http {
+            virtual_host site {
+                domains: ["*"],
+                route prefix("/admin") if header("x-env", "prod\n") => cluster(api),
+                route prefix("/beta") if header("x-env", " beta") => cluster(api),
+                route prefix("/") => cluster(api),
+            }
+        }
+    }
+    cluster api { endpoints: ["127.0.0.1:9000"] }
+}
+
+fn main() {}

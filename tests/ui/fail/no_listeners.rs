@@ -1,0 +1,3 @@
+proxy_core::proxy! {}
+
+fn main() {}

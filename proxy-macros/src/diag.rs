@@ -36,6 +36,23 @@ impl Ctxt {
     }
 
     /// Adds an already built error, possibly several combined ones.
+    /// Keeps `value` when `problem` is `None`; otherwise reports the problem (a message
+    /// and its hint) at `tokens` and yields `None`. The tail of every literal validator.
+    pub fn accept<T>(
+        &self,
+        tokens: impl ToTokens,
+        problem: Option<(String, String)>,
+        value: T,
+    ) -> Option<T> {
+        match problem {
+            Some((message, help)) => {
+                self.error_spanned_by(tokens, with_help(message, help));
+                None
+            }
+            None => Some(value),
+        }
+    }
+
     pub fn push(&self, error: syn::Error) {
         match self.errors.borrow_mut().as_mut() {
             Some(errors) => errors.push(error),

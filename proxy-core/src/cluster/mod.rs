@@ -51,6 +51,13 @@ fn copy_head<B>(request: &Request<B>) -> Request<()> {
     copy
 }
 
+fn handshake_failed(endpoint: &Endpoint) -> impl FnOnce(hyper::Error) -> ConnectError + '_ {
+    |source| ConnectError::Handshake {
+        address: endpoint.address().to_string(),
+        source,
+    }
+}
+
 /// Whether the origin said it did not process the stream: REFUSED_STREAM, or a graceful
 /// GOAWAY (NO_ERROR) that the stream was beyond. A GOAWAY error can also reach streams
 /// that were processed if the origin then closes abruptly, which is why only bodiless
@@ -205,10 +212,7 @@ impl Cluster {
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| ConnectError::Handshake {
-                address: endpoint.address().to_string(),
-                source,
-            })?;
+            .map_err(handshake_failed(endpoint))?;
         self.spawn_connection(connection);
         Ok(sender)
     }
@@ -272,10 +276,7 @@ impl Cluster {
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| ConnectError::Handshake {
-                address: endpoint.address().to_string(),
-                source,
-            })?;
+            .map_err(handshake_failed(endpoint))?;
         self.spawn_connection(connection);
         let generation = endpoint.set_http2_sender(sender.clone());
         Ok((generation, sender))

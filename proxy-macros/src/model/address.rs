@@ -296,13 +296,7 @@ fn unix_path(cx: &Ctxt, lit: &LitStr, path: &str) -> Option<()> {
     } else {
         None
     };
-    match problem {
-        Some((message, help)) => {
-            cx.error_spanned_by(lit, diag::with_help(message, help));
-            None
-        }
-        None => Some(()),
-    }
+    cx.accept(lit, problem, ())
 }
 
 /// `ip:port`, or for endpoints also `host:port`.

@@ -307,11 +307,5 @@ fn domain(cx: &Ctxt, lit: &syn::LitStr) -> Option<Domain> {
     } else {
         None
     };
-    match problem {
-        Some((message, help)) => {
-            cx.error_spanned_by(lit, diag::with_help(message, help));
-            None
-        }
-        None => Some(domain),
-    }
+    cx.accept(lit, problem, domain)
 }

@@ -215,13 +215,7 @@ pub(crate) fn path(cx: &Ctxt, lit: &LitStr, text: &str, usage: PathUse) -> Optio
     } else {
         None
     };
-    match problem {
-        Some((message, help)) => {
-            cx.error_spanned_by(lit, diag::with_help(message, help));
-            None
-        }
-        None => Some(()),
-    }
+    cx.accept(lit, problem, ())
 }
 
 /// Compiled here with the same `regex` crate the runtime uses, so a pattern that

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Runs every check and test suite. Installs the real peers the suites need (nginx, curl)
-# when they are missing, then: format check, clippy, release build of the apps the
-# end-to-end suites run, and `cargo test` over the whole workspace.
+# Runs every check and test suite. Installs the real peers the suites need (nginx, curl,
+# redis-server with redis-cli) when they are missing, then: format check, clippy, release
+# build of the apps the end-to-end suites run, and `cargo test` over the whole workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  missing+=(redis-server)
+fi
 if ((${#missing[@]})); then
   echo "==> installing test peers: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -16,7 +19,7 @@ if ((${#missing[@]})); then
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
-    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx curl
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]/#nginx-light/nginx}"
 fi
 
 echo "==> cargo fmt --check"
@@ -26,7 +29,7 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> building the binaries the end-to-end suites run"
-cargo build --release --locked -p edge -p quickstart
+cargo build --release --locked -p edge -p quickstart -p custom-filters
 
 echo "==> cargo test"
 cargo test --workspace --locked

@@ -14,11 +14,31 @@ pub use ::std::vec::Vec;
 pub use crate::app::App;
 pub use crate::cluster::{Cluster, ClusterOptions, UpstreamProtocol};
 pub use crate::config::{BindAddress, EndpointAddress, Inputs};
+pub use crate::filter::HttpFilter;
+pub use crate::http::{Downstream, ResponseBody, exchange};
 pub use crate::listener::ListenerConfig;
 pub use crate::route::{
-    DirectResponse, Redirect, RouteAction, RoutePolicy, Router, host_has_prefix, host_has_suffix,
-    host_is, request_host,
+    DirectResponse, Pipeline, Redirect, Route, RouteAction, RoutePolicy, Router, host_has_prefix,
+    host_has_suffix, host_is, request_host,
 };
+pub use ::http::{Request, Response};
+pub use ::hyper::body::Incoming;
+
+pub use crate::tcp::{IpNet, Ipv4Net, Ipv6Net, NetworkFilter, TcpProxy, TcpProxyOptions};
+
+/// As [`http_filter`], for a `tcp { filters: [..] }` entry.
+#[inline(always)]
+pub fn network_filter<F: NetworkFilter>(filter: F) -> F {
+    filter
+}
+
+/// Names a filter expression's trait requirement at its own span, so a value that is not
+/// an HTTP filter is reported where it is written (with the trait's diagnostic) instead
+/// of deep inside generated code.
+#[inline(always)]
+pub fn http_filter<F: HttpFilter>(filter: F) -> F {
+    filter
+}
 pub use crate::server::{ServeError, Server};
 pub use crate::topology::Topology;
 

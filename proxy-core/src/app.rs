@@ -7,7 +7,6 @@
 use std::fmt::Write as _;
 use std::marker::PhantomData;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -141,7 +140,10 @@ impl<T: Topology> App<T> {
             ..ServerSettings::default()
         };
         let name = self.name;
-        match runtime.block_on(serve(Arc::new(topology), settings, self.before_serve)) {
+        // Built once, needed until exit: leaking it lets every request borrow routers,
+        // filter chains and clusters for `'static` instead of counting references.
+        let topology: &'static T = Box::leak(Box::new(topology));
+        match runtime.block_on(serve(topology, settings, self.before_serve)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("{name}: error: {error}");
@@ -160,7 +162,7 @@ fn runtime(concurrency: Option<u16>) -> std::io::Result<tokio::runtime::Runtime>
 }
 
 async fn serve<T: Topology>(
-    topology: Arc<T>,
+    topology: &'static T,
     settings: ServerSettings,
     hooks: Vec<StartHook>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -177,7 +179,7 @@ async fn serve<T: Topology>(
         server.shutdown().await;
         return Err(error.into());
     }
-    server.spawn_background(prune_idle_connections(Arc::clone(&topology)));
+    server.spawn_background(prune_idle_connections(topology));
     tracing::info!("ready");
 
     let signal = tokio::select! {
@@ -191,7 +193,7 @@ async fn serve<T: Topology>(
 }
 
 /// Closes pooled upstream connections past their idle timeout, for every cluster.
-async fn prune_idle_connections<T: Topology>(topology: Arc<T>) {
+async fn prune_idle_connections<T: Topology>(topology: &'static T) {
     let period = topology
         .clusters()
         .iter()

@@ -36,16 +36,20 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod filter;
 pub mod http;
 pub mod listener;
 pub mod net;
 pub mod route;
 pub mod server;
 pub mod stats;
+pub mod tcp;
 pub mod topology;
 pub mod upstream;
 
 pub use app::App;
+/// Body chunks in filter hooks are `bytes::Bytes`.
+pub use bytes;
 pub use proxy_macros::proxy;
 pub use topology::Topology;
 

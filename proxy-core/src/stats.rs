@@ -141,3 +141,42 @@ impl ListenerStats {
         }
     }
 }
+
+stats_struct! {
+    /// `tcp.<stat_prefix>.*`: a TCP proxy's connections. Envoy's `tcp_proxy` names where
+    /// Envoy has the counter; outcomes Envoy counts in other filters (RBAC) or not at all
+    /// are named in the same style.
+    ///
+    /// | counter | counts |
+    /// |---|---|
+    /// | `downstream_cx_total` | connections accepted, admitted or not |
+    /// | `downstream_cx_active` (gauge) | connections open now |
+    /// | `downstream_cx_denied` | refused by `source_ips` or `destination_ports`, closed without reading |
+    /// | `downstream_cx_filter_rejected` | refused by a network filter's `on_new_connection` |
+    /// | `downstream_cx_filter_closed` | closed by a network filter's `on_read` or `on_write` |
+    /// | `no_healthy_upstream` | the cluster had no endpoint to pick |
+    /// | `upstream_cx_connect_fail` | dialling the endpoint failed or timed out (also in `cluster.<name>.*`) |
+    /// | `downstream_cx_rx_bytes_total` | bytes read from clients |
+    /// | `downstream_cx_tx_bytes_total` | bytes written to clients |
+    /// | `idle_timeout` | closed after `idle_timeout` without bytes either way |
+    /// | `max_downstream_connection_duration` | closed at `max_connection_duration` |
+    /// | `downstream_cx_drain_close` | still open when the drain timeout ended at shutdown |
+    /// | `downstream_cx_error` | reading from or writing to the client failed (e.g. reset) |
+    /// | `upstream_cx_error` | reading from or writing to the upstream failed (e.g. reset) |
+    TcpProxyStats {
+        downstream_cx_total: Counter,
+        downstream_cx_active: Gauge,
+        downstream_cx_denied: Counter,
+        downstream_cx_filter_rejected: Counter,
+        downstream_cx_filter_closed: Counter,
+        no_healthy_upstream: Counter,
+        upstream_cx_connect_fail: Counter,
+        downstream_cx_rx_bytes_total: Counter,
+        downstream_cx_tx_bytes_total: Counter,
+        idle_timeout: Counter,
+        max_downstream_connection_duration: Counter,
+        downstream_cx_drain_close: Counter,
+        downstream_cx_error: Counter,
+        upstream_cx_error: Counter,
+    }
+}

@@ -24,6 +24,8 @@ pub trait Topology: Sized + Send + Sync + 'static {
     /// Every cluster, in declaration order.
     fn clusters(&self) -> Vec<&Cluster>;
 
-    /// Binds every listener on `server`, each with its own monomorphized router.
-    fn serve(&self, server: &mut Server) -> Result<(), ServeError>;
+    /// Binds every listener on `server`, each with its own monomorphized pipeline. The
+    /// topology lives for the rest of the process (the launcher leaks it once), so
+    /// pipelines, routers and filter chains are borrowed for `'static` at no cost.
+    fn serve(&'static self, server: &mut Server) -> Result<(), ServeError>;
 }

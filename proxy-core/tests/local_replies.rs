@@ -9,7 +9,7 @@ use std::sync::Arc;
 use proxy_core::cluster::{Cluster, ClusterOptions};
 use proxy_core::config::BindAddress;
 use proxy_core::listener::ListenerConfig;
-use proxy_core::route::{RouteAction, RoutePolicy, Router};
+use proxy_core::route::{Route, RouteAction, RoutePolicy, Router, Unfiltered};
 use proxy_core::server::{Server, ServerSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -18,11 +18,15 @@ struct EmptyClusterRouter {
 }
 
 impl Router for EmptyClusterRouter {
-    fn route(&self, request: &http::request::Parts) -> RouteAction<'_> {
+    fn route(&self, request: &http::request::Parts) -> Route<'_> {
         static POLICY: RoutePolicy = RoutePolicy::new("test/empty/0", None);
         match request.uri.path() {
-            "/empty" => RouteAction::Forward(&self.empty, &POLICY),
-            _ => RouteAction::NoRoute,
+            "/empty" => Route {
+                action: RouteAction::Forward(&self.empty, &POLICY),
+                chain: 0,
+                name: POLICY.name,
+            },
+            _ => Route::none(0),
         }
     }
 }
@@ -43,9 +47,9 @@ async fn cluster_without_endpoints_answers_503_uh_and_unmatched_path_404_nr() {
     let empty = Arc::new(Cluster::new("empty", Vec::new(), ClusterOptions::DEFAULT));
     let mut server = Server::new(ServerSettings::default());
     let listener = ListenerConfig::new("test", "127.0.0.1:0".parse().unwrap());
-    let address = server
-        .http(&listener, EmptyClusterRouter { empty })
-        .unwrap();
+    // Pipelines live for the process in a real proxy; a test leaks one the same way.
+    let pipeline = Box::leak(Box::new(Unfiltered(EmptyClusterRouter { empty })));
+    let address = server.http(&listener, pipeline).unwrap();
 
     let response = exchange(
         &address,

@@ -25,9 +25,10 @@ use std::net::SocketAddr;
 use proc_macro2::{Ident, Span};
 
 use crate::diag::{self, Ctxt};
+use crate::model::filter::effective;
 use crate::model::{
-    Action, ClusterId, Domain, Listener, Located, PathMatch, Route, Target, Topology, VirtualHost,
-    ident_string,
+    Action, ClusterId, Domain, Filter, FilterKind, Level, Listener, Located, PathMatch, Route,
+    Target, Topology, VirtualHost, ident_string,
 };
 
 pub fn check(cx: &Ctxt, topology: &Topology) {
@@ -56,6 +57,7 @@ pub fn check(cx: &Ctxt, topology: &Topology) {
         );
         unique_domains(cx, listener);
         has_routes(cx, listener);
+        filter_chains(cx, listener);
         for vhost in &listener.virtual_hosts {
             shadowed_routes(cx, vhost);
             for route in &vhost.routes {
@@ -65,6 +67,99 @@ pub fn check(cx: &Ctxt, topology: &Topology) {
     }
     distinct_binds(cx, topology);
     clusters_used(cx, topology);
+}
+
+/// Filters: names unique per level, disables that name something inherited, and a
+/// built-in that may appear once per chain appearing once.
+fn filter_chains(cx: &Ctxt, listener: &Listener) {
+    let mut reported = HashSet::new();
+    filter_level(cx, &listener.filters, &[]);
+    for vhost in &listener.virtual_hosts {
+        filter_level(cx, &vhost.filters, &[&listener.filters]);
+        single_uses(cx, &[&listener.filters, &vhost.filters], &mut reported);
+        for route in &vhost.routes {
+            filter_level(cx, &route.filters, &[&listener.filters, &vhost.filters]);
+            single_uses(
+                cx,
+                &[&listener.filters, &vhost.filters, &route.filters],
+                &mut reported,
+            );
+        }
+    }
+}
+
+fn filter_level(cx: &Ctxt, level: &Level, inherited: &[&Level]) {
+    let mut seen: Vec<&Located<String>> = Vec::new();
+    for name in level
+        .filters
+        .iter()
+        .filter_map(|filter| filter.name.as_ref())
+    {
+        match seen.iter().find(|first| first.value == name.value) {
+            Some(first) => cx.push(diag::duplicate(
+                name,
+                first,
+                format!("filter `{}` is listed twice at this level", name.value),
+                &name.value,
+            )),
+            None => seen.push(name),
+        }
+    }
+    if level.disable.is_empty() {
+        return;
+    }
+    let available: Vec<String> = effective(inherited)
+        .iter()
+        .filter_map(|filter| filter.name.as_ref().map(|name| name.value.clone()))
+        .collect();
+    for off in &level.disable {
+        if !available.contains(&off.value) {
+            let message = format!(
+                "`disable` names `{}`, which no enclosing level declares",
+                off.value
+            );
+            let help = if available.is_empty() {
+                "nothing is inherited here; only filters of the listener `http` block or the virtual host can be disabled".to_owned()
+            } else {
+                diag::suggestion(&off.value, available.iter().map(String::as_str))
+            };
+            cx.error_spanned_by(off, diag::with_help(message, help));
+        }
+    }
+}
+
+/// A built-in that is unique per chain (CORS, compression, ...) twice in one effective
+/// chain is reported once, at the later declaration.
+fn single_uses(cx: &Ctxt, levels: &[&Level], reported: &mut HashSet<usize>) {
+    let chain = effective(levels);
+    for (index, filter) in chain.iter().enumerate() {
+        let FilterKind::Builtin { spec, .. } = &filter.kind else {
+            continue;
+        };
+        if !spec.unique {
+            continue;
+        }
+        let earlier = chain[..index].iter().find(|other| {
+            matches!(&other.kind, FilterKind::Builtin { spec: other, .. } if other.name == spec.name)
+        });
+        if let Some(earlier) = earlier {
+            // Identity of the declaration, so a chain shared by many routes reports once.
+            if reported.insert(std::ptr::from_ref::<Filter>(filter) as usize) {
+                let mut error = syn::Error::new_spanned(
+                    &filter.tokens,
+                    diag::with_help(
+                        format!("`{}` may appear only once in a filter chain", spec.name),
+                        "remove one, or override the inherited one by giving this one the same name",
+                    ),
+                );
+                error.combine(syn::Error::new_spanned(
+                    &earlier.tokens,
+                    "the other one is here",
+                ));
+                cx.push(error);
+            }
+        }
+    }
 }
 
 fn unique_names<'a>(cx: &Ctxt, kind: &str, names: impl Iterator<Item = &'a Ident>) {
@@ -106,7 +201,7 @@ fn unique_domains(cx: &Ctxt, listener: &Listener) {
 }
 
 fn has_routes(cx: &Ctxt, listener: &Listener) {
-    if listener.incomplete {
+    if listener.incomplete || listener.tcp.is_some() {
         return;
     }
     if listener.virtual_hosts.is_empty() {
@@ -258,6 +353,12 @@ fn clusters_used(cx: &Ctxt, topology: &Topology) {
             Action::Forward { cluster, .. } => Some(cluster),
             _ => None,
         })
+        .chain(
+            topology
+                .listeners
+                .iter()
+                .filter_map(|listener| listener.tcp.as_ref()?.cluster),
+        )
         .collect();
     let mut names = HashSet::new();
     for (index, cluster) in topology.clusters.iter().enumerate() {

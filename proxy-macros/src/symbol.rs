@@ -41,6 +41,7 @@ impl fmt::Display for Symbol {
 pub const LISTENER: Symbol = Symbol("listener");
 pub const CLUSTER: Symbol = Symbol("cluster");
 pub const HTTP: Symbol = Symbol("http");
+pub const TCP: Symbol = Symbol("tcp");
 pub const VIRTUAL_HOST: Symbol = Symbol("virtual_host");
 pub const ROUTE: Symbol = Symbol("route");
 
@@ -84,6 +85,17 @@ pub const PATH: Symbol = Symbol("path");
 pub const PREFIX_REWRITE: Symbol = Symbol("prefix_rewrite");
 pub const STRIP_QUERY: Symbol = Symbol("strip_query");
 
+// TCP proxy (`tcp { .. }`) keys; `cluster`, `filters` and `idle_timeout` are shared.
+pub const STAT_PREFIX: Symbol = Symbol("stat_prefix");
+pub const MAX_CONNECTION_DURATION: Symbol = Symbol("max_connection_duration");
+pub const ALLOW_SOURCE_IPS: Symbol = Symbol("allow_source_ips");
+pub const DENY_SOURCE_IPS: Symbol = Symbol("deny_source_ips");
+pub const DESTINATION_PORTS: Symbol = Symbol("destination_ports");
+
+// Filters, at listener (`http`), virtual-host and route level.
+pub const FILTERS: Symbol = Symbol("filters");
+pub const DISABLE: Symbol = Symbol("disable");
+
 // Address forms.
 pub const ENV: Symbol = Symbol("env");
 pub const PIPE: Symbol = Symbol("pipe");
@@ -100,10 +112,15 @@ pub const ADDRESS_FORMS: &[Symbol] = &[ENV, PIPE];
 pub enum Block {
     Listener,
     Http,
+    /// A listener's `tcp { .. }` block: an L4 proxy to one cluster.
+    Tcp,
     VirtualHost,
     Cluster,
     RoutePolicy,
     Redirect,
+    /// A built-in filter's `{ .. }` block; its keys depend on the filter, so the model
+    /// checks them against the filter's schema.
+    Filter,
 }
 
 impl Block {
@@ -111,8 +128,18 @@ impl Block {
     pub fn keys(self) -> &'static [Symbol] {
         match self {
             Block::Listener => &[BIND, SOCKET_MODE],
-            Block::Http => &[],
-            Block::VirtualHost => &[DOMAINS],
+            Block::Http => &[FILTERS],
+            Block::Tcp => &[
+                CLUSTER,
+                FILTERS,
+                STAT_PREFIX,
+                IDLE_TIMEOUT,
+                MAX_CONNECTION_DURATION,
+                ALLOW_SOURCE_IPS,
+                DENY_SOURCE_IPS,
+                DESTINATION_PORTS,
+            ],
+            Block::VirtualHost => &[DOMAINS, FILTERS, DISABLE],
             Block::Cluster => &[
                 ENDPOINTS,
                 CONNECT_TIMEOUT,
@@ -121,8 +148,11 @@ impl Block {
                 MAX_IDLE_PER_ENDPOINT,
                 IDLE_TIMEOUT,
             ],
-            Block::RoutePolicy => &[TIMEOUT],
+            Block::RoutePolicy => &[TIMEOUT, FILTERS, DISABLE],
+            Block::Filter => &[],
             Block::Redirect => &[
+                FILTERS,
+                DISABLE,
                 STATUS,
                 SCHEME,
                 HOST,
@@ -137,10 +167,12 @@ impl Block {
     /// The keyword-introduced entries (`http { .. }`, `route ..`) this block accepts.
     pub fn nested(self) -> &'static [Symbol] {
         match self {
-            Block::Listener => &[HTTP],
+            Block::Listener => &[HTTP, TCP],
             Block::Http => &[VIRTUAL_HOST],
             Block::VirtualHost => &[ROUTE],
-            Block::Cluster | Block::RoutePolicy | Block::Redirect => &[],
+            Block::Cluster | Block::RoutePolicy | Block::Redirect | Block::Filter | Block::Tcp => {
+                &[]
+            }
         }
     }
 
@@ -149,10 +181,12 @@ impl Block {
         match self {
             Block::Listener => "a listener",
             Block::Http => "an `http` block",
+            Block::Tcp => "a `tcp` block",
             Block::VirtualHost => "a virtual host",
             Block::Cluster => "a cluster",
-            Block::RoutePolicy => "a route's `cluster(..) { .. }` block",
+            Block::RoutePolicy => "a route's `{ .. }` block",
             Block::Redirect => "a `redirect { .. }` block",
+            Block::Filter => "a filter's `{ .. }` block",
         }
     }
 

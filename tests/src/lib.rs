@@ -25,7 +25,9 @@ pub use nginx::{AccessEntry, AccessLog, Nginx};
 pub use origin::Origin;
 pub use process::{Finished, ProxyCommand, ProxyProcess, peak_rss_kib};
 pub use raw::{Head, RawHttp};
-pub use tools::{CurlOutput, curl, edge_bin, require_curl, require_nginx, require_tool};
+pub use tools::{
+    CurlOutput, curl, edge_bin, release_bin, require_curl, require_nginx, require_tool,
+};
 
 /// Upper bound for anything a test waits on (start-up, a response, an exit). Generous on
 /// purpose: it only matters when something is broken, and then a clear panic beats a hang.

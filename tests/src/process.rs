@@ -76,8 +76,14 @@ impl ProxyCommand {
             .map_or_else(|| "proxy".into(), |n| n.to_string_lossy().into_owned());
         let stdout_path = self.dir.join(format!("{name}-{seq}.stdout.log"));
         let stderr_path = self.dir.join(format!("{name}-{seq}.stderr.log"));
+        // Append mode, so a proxy that also opens its own stdout by name (an access log
+        // to `/dev/stdout`) appends whole lines instead of overwriting at its own offset.
         let create = |path: &Path| {
-            File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
+            File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
         };
         let mut command = Command::new(&self.bin);
         command

@@ -1,8 +1,9 @@
 //! External programs the suites depend on, located loudly.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// What to run when a peer is missing; every "not found" panic names it.
 pub const INSTALL_PEERS: &str = "apt-get install -y nginx-light curl";
@@ -81,49 +82,64 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// The release `edge` binary: `$EDGE_BIN`, else `target/release/edge` (under
-/// `$CARGO_TARGET_DIR` when set). The suites test what ships, so they never build it
-/// themselves; a missing binary is a loud failure.
+/// The release `edge` binary: `$EDGE_BIN`, else `target/release/edge`. See [`release_bin`].
 pub fn edge_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("EDGE_BIN") {
+    release_bin("edge")
+}
+
+/// The release binary of workspace package `package` (an app under `apps/`):
+/// `$<PACKAGE>_BIN` (upper case, `-` as `_`: `EDGE_BIN`, `CUSTOM_FILTERS_BIN`), else
+/// `target/release/<package>` (under `$CARGO_TARGET_DIR` when set). The suites test what
+/// ships, so they never build it themselves; a missing binary is a loud failure.
+pub fn release_bin(package: &str) -> PathBuf {
+    let var = format!("{}_BIN", package.to_ascii_uppercase().replace('-', "_"));
+    if let Some(path) = std::env::var_os(&var) {
         let path = PathBuf::from(path);
         assert!(
             is_executable(&path),
-            "EDGE_BIN={} is not an executable file",
+            "{var}={} is not an executable file",
             path.display()
         );
         return path;
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    let path = target.join("release").join("edge");
+    let path = target.join("release").join(package);
     assert!(
         is_executable(&path),
-        "{} not found: build it first: cargo build --release -p edge (tests/run.sh does this)",
+        "{} not found: build it first: cargo build --release -p {package} (tests/run.sh does this)",
         path.display()
     );
-    warn_if_stale(&path);
+    warn_if_stale(&path, package);
     path
 }
 
 /// A release binary older than the sources it is built from tests yesterday's code; say
 /// so on stderr (shown for failing tests) without failing, as mtimes can lie after a checkout.
-fn warn_if_stale(binary: &Path) {
-    static WARNED: OnceLock<()> = OnceLock::new();
-    WARNED.get_or_init(|| {
-        let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else { return };
-        let root = workspace_root();
-        let newest = ["proxy-core/src", "proxy-macros/src", "apps/edge/src"]
-            .iter()
-            .filter_map(|dir| newest_mtime(&root.join(dir)))
-            .max();
-        if newest.is_some_and(|newest| newest > built) {
-            eprintln!(
-                "warning: {} is older than the proxy sources; rebuild with `cargo build --release -p edge`",
-                binary.display()
-            );
-        }
-    });
+fn warn_if_stale(binary: &Path, package: &str) {
+    static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    if !WARNED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(package.to_owned())
+    {
+        return;
+    }
+    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
+        return;
+    };
+    let root = workspace_root();
+    let app = format!("apps/{package}/src");
+    let newest = ["proxy-core/src", "proxy-macros/src", app.as_str()]
+        .iter()
+        .filter_map(|dir| newest_mtime(&root.join(dir)))
+        .max();
+    if newest.is_some_and(|newest| newest > built) {
+        eprintln!(
+            "warning: {} is older than the proxy sources; rebuild with `cargo build --release -p {package}`",
+            binary.display()
+        );
+    }
 }
 
 fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {

@@ -184,6 +184,29 @@ impl Inputs {
         }
     }
 
+    /// The `access_log_file(..)` filter: the file is opened (for appending) here, at
+    /// start-up; a failure is reported with the path and stops the proxy before it
+    /// serves. The returned placeholder (stdout) is never used in that case.
+    pub fn access_log_file(
+        &mut self,
+        path: &'static str,
+        format: &'static str,
+    ) -> crate::filter::builtin::AccessLog {
+        match crate::filter::builtin::AccessLog::file(path, format) {
+            Ok(log) => log,
+            Err(error) => {
+                let reason = Some(error.to_string());
+                self.record(
+                    "access_log_file",
+                    path.to_owned(),
+                    "a writable file path",
+                    reason,
+                );
+                crate::filter::builtin::AccessLog::stdout(format)
+            }
+        }
+    }
+
     /// Where each environment-backed value came from, for `--check`.
     pub fn resolved(&self) -> &[(String, String)] {
         &self.resolved

@@ -4,35 +4,114 @@
 //! without boxing and a future HTTP/1.1 fast path can add a variant without touching
 //! routing or clusters.
 
+use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use http::{HeaderMap, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
+use crate::filter::{BodyProgress, Flow, HttpFilter};
 use crate::upstream::PoolReturn;
 
-/// A request body on its way upstream.
+/// Why a request body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Reading from the client failed (it went away, or sent a malformed body).
+    #[error("downstream request body: {0}")]
+    Downstream(#[source] hyper::Error),
+    /// A filter answered the request while its body was streaming (e.g. 413).
+    #[error("request body rejected by a filter")]
+    Rejected,
+}
+
+/// How a request body ended, reported to the exchange that sent it.
 #[derive(Debug)]
+pub(crate) enum BodyOutcome {
+    /// Every byte was handed upstream.
+    Complete { bytes: u64 },
+    /// A request-body hook answered instead; the upload was abandoned.
+    Rejected(Response<ResponseBody>),
+}
+
+/// The request-body half of a filter chain, reachable without knowing the chain's type:
+/// a request body is one concrete type for every route (the upstream pool is typed on
+/// it), and chains live as long as the process, so a `&'static dyn` costs nothing.
+pub(crate) trait RequestBodyFilter: Send + Sync {
+    fn on_data(&self, chunk: &mut Bytes, progress: BodyProgress) -> Flow;
+    fn on_trailers(&self, trailers: &mut HeaderMap) -> Flow;
+}
+
+impl<C: HttpFilter> RequestBodyFilter for C {
+    #[inline]
+    fn on_data(&self, chunk: &mut Bytes, progress: BodyProgress) -> Flow {
+        self.on_request_body(chunk, progress)
+    }
+
+    #[inline]
+    fn on_trailers(&self, trailers: &mut HeaderMap) -> Flow {
+        self.on_request_trailers(trailers)
+    }
+}
+
+/// How much of a rejected upload is still read (and thrown away) so the client, which is
+/// usually still sending, reads the answer instead of a connection reset (nginx's
+/// "lingering close"). Past either bound the connection is closed.
+const DISCARD_BYTES: u64 = 8 * 1024 * 1024;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn discard(mut body: Incoming) {
+    use http_body_util::BodyExt;
+    let drain = async {
+        let mut read = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |data| data.len() as u64);
+            if read > DISCARD_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}
+
+/// A request body on its way upstream.
 pub struct RequestBody {
-    /// `None` for a body known to be empty, such as a replayed bodiless request.
+    /// `None` for a body known to be empty (such as a replayed bodiless request) or
+    /// abandoned after a filter rejected it.
     inner: Option<Incoming>,
-    /// Told when the last byte has been handed to the upstream connection: the route
-    /// timeout starts then, as Envoy's does, so a slow upload is not a slow upstream.
-    on_end: Option<oneshot::Sender<()>>,
+    filter: Option<&'static dyn RequestBodyFilter>,
+    received: u64,
+    /// Told when the body has been fully handed upstream (the route timeout starts then,
+    /// as Envoy's does, so a slow upload is not a slow upstream) or was rejected.
+    on_end: Option<oneshot::Sender<BodyOutcome>>,
+}
+
+impl fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("received", &self.received)
+            .field("filtered", &self.filter.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RequestBody {
-    /// Wraps `inner`. When it has content, also returns a receiver that completes once
-    /// the body has been fully read (or is dropped unfinished); `None` for an empty body,
+    /// Wraps `inner`, running `filter`'s request-body hooks on it. When the body has
+    /// content, also returns a receiver told how it ended; `None` for an empty body,
     /// which needs no allocation.
-    pub(crate) fn new(inner: Incoming) -> (Self, Option<oneshot::Receiver<()>>) {
+    pub(crate) fn new(
+        inner: Incoming,
+        filter: Option<&'static dyn RequestBodyFilter>,
+    ) -> (Self, Option<oneshot::Receiver<BodyOutcome>>) {
         if inner.is_end_stream() {
             return (
                 Self {
                     inner: Some(inner),
+                    filter,
+                    received: 0,
                     on_end: None,
                 },
                 None,
@@ -42,6 +121,8 @@ impl RequestBody {
         (
             Self {
                 inner: Some(inner),
+                filter,
+                received: 0,
                 on_end: Some(tx),
             },
             Some(rx),
@@ -52,29 +133,78 @@ impl RequestBody {
     pub(crate) fn empty() -> Self {
         Self {
             inner: None,
+            filter: None,
+            received: 0,
             on_end: None,
+        }
+    }
+
+    fn finish(&mut self, outcome: BodyOutcome) {
+        if let Some(done) = self.on_end.take() {
+            let _ = done.send(outcome);
         }
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let Some(inner) = self.inner.as_mut() else {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
-        if frame.is_none() || inner.is_end_stream() {
-            if let Some(done) = self.on_end.take() {
-                let _ = done.send(());
+        let mut frame = match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
+            None => {
+                this.finish(BodyOutcome::Complete {
+                    bytes: this.received,
+                });
+                return Poll::Ready(None);
+            }
+            // Dropping `on_end` tells the exchange the body ended without completing.
+            Some(Err(error)) => {
+                this.on_end = None;
+                return Poll::Ready(Some(Err(BodyError::Downstream(error))));
+            }
+            Some(Ok(frame)) => frame,
+        };
+        let ended = inner.is_end_stream();
+        let before = this.received;
+        if let Some(data) = frame.data_ref() {
+            this.received += data.len() as u64;
+        }
+        if let Some(filter) = this.filter {
+            let flow = if let Some(data) = frame.data_mut() {
+                filter.on_data(
+                    data,
+                    BodyProgress {
+                        before,
+                        total: this.received,
+                    },
+                )
+            } else if let Some(trailers) = frame.trailers_mut() {
+                filter.on_trailers(trailers)
+            } else {
+                Flow::Continue
+            };
+            if let Flow::Respond(response) = flow {
+                if let Some(rest) = this.inner.take() {
+                    tokio::spawn(discard(rest));
+                }
+                this.finish(BodyOutcome::Rejected(response));
+                return Poll::Ready(Some(Err(BodyError::Rejected)));
             }
         }
-        Poll::Ready(frame)
+        if ended {
+            this.finish(BodyOutcome::Complete {
+                bytes: this.received,
+            });
+        }
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -89,15 +219,28 @@ impl Body for RequestBody {
 }
 
 /// A response body on its way downstream.
-#[derive(Debug)]
 pub struct ResponseBody {
     kind: Kind,
 }
 
-#[derive(Debug)]
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Empty => "empty",
+            Kind::Full(_) => "full",
+            Kind::Filtered(_) => "filtered",
+            Kind::Upstream { .. } => "upstream",
+        };
+        f.debug_struct("ResponseBody").field("kind", &kind).finish()
+    }
+}
+
 enum Kind {
     Empty,
     Full(Option<Bytes>),
+    /// Runs a filter chain's response-body hooks (one allocation per request, only on
+    /// routes with filters: the chain's per-request state travels with the body).
+    Filtered(Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>),
     Upstream {
         body: Incoming,
         on_end: Option<PoolReturn>,
@@ -117,6 +260,15 @@ impl ResponseBody {
             Self {
                 kind: Kind::Full(Some(bytes)),
             }
+        }
+    }
+
+    /// `inner` with a filter chain's response-body hooks applied.
+    pub(crate) fn filtered(
+        body: impl Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+    ) -> Self {
+        Self {
+            kind: Kind::Filtered(Box::pin(body)),
         }
     }
 
@@ -148,6 +300,7 @@ impl Body for ResponseBody {
         match &mut self.kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Filtered(body) => body.as_mut().poll_frame(cx),
             Kind::Upstream { body, on_end } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 match &frame {
@@ -173,6 +326,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(bytes) => bytes.is_none(),
+            Kind::Filtered(body) => body.is_end_stream(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
         }
     }
@@ -181,6 +335,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Filtered(body) => body.size_hint(),
             Kind::Upstream { body, .. } => body.size_hint(),
         }
     }

@@ -5,9 +5,9 @@ use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Response, Version};
 
-use super::ResponseBody;
-use super::connection_manager::Downstream;
+use super::exchange::Downstream;
 use super::request_id;
+use super::{RESPONSE_FLAGS_HEADER, ResponseBody};
 use crate::cluster::UpstreamProtocol;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -17,11 +17,19 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Rewrites a downstream request head into the one sent upstream.
+#[cfg(test)]
 pub(crate) fn prepare_request(
     parts: &mut Parts,
     downstream: &Downstream,
     protocol: UpstreamProtocol,
 ) {
+    sanitize_request(parts, downstream);
+    into_upstream_form(parts, protocol);
+}
+
+/// The connection manager's own edits, made before any filter runs (as Envoy's HCM
+/// does), so filters and the access log see `x-forwarded-for` and `x-request-id`.
+pub(crate) fn sanitize_request(parts: &mut Parts, downstream: &Downstream) {
     let headers = &mut parts.headers;
     let te_trailers = headers
         .get(header::TE)
@@ -47,7 +55,10 @@ pub(crate) fn prepare_request(
     if !headers.contains_key(X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID, request_id::generate());
     }
+}
 
+/// The request target in the form the upstream protocol needs.
+pub(crate) fn into_upstream_form(parts: &mut Parts, protocol: UpstreamProtocol) {
     match protocol {
         UpstreamProtocol::Http1 => into_origin_form(parts),
         UpstreamProtocol::Http2 => into_absolute_form(parts),
@@ -55,8 +66,12 @@ pub(crate) fn prepare_request(
 }
 
 /// Removes hop-by-hop fields from an upstream response before it goes downstream.
+/// An upstream cannot set the proxy's own response flags: that header is how clients tell
+/// a proxy-generated reply from an origin's.
 pub(crate) fn prepare_response(response: &mut Response<ResponseBody>) {
-    remove_hop_by_hop(response.headers_mut());
+    let headers = response.headers_mut();
+    remove_hop_by_hop(headers);
+    headers.remove(RESPONSE_FLAGS_HEADER);
 }
 
 /// Drops the fields that describe one connection rather than the message: those named
@@ -164,10 +179,11 @@ mod tests {
     use super::*;
 
     fn downstream() -> Downstream {
-        Downstream {
-            peer: Some(HeaderValue::from_static("10.1.2.3")),
-            scheme: "http",
-        }
+        Downstream::new(
+            Some([10, 1, 2, 3].into()),
+            "test",
+            std::sync::Arc::default(),
+        )
     }
 
     fn request(build: impl FnOnce(http::request::Builder) -> http::request::Builder) -> Parts {

@@ -7,12 +7,18 @@
 //! without changing anything here.
 
 mod body;
-mod connection_manager;
+mod exchange;
+mod filtered;
 mod headers;
 mod local_reply;
 mod request_id;
 
-pub use body::{RequestBody, ResponseBody};
-pub use local_reply::{LocalReply, RESPONSE_FLAGS_HEADER};
+// The `http` crate's types, so filters written against proxy-core need no other
+// dependency: `proxy_core::http::request::Parts`, `proxy_core::http::StatusCode`, ...
+pub use ::http::{
+    HeaderMap, Method, Request, Response, StatusCode, Uri, Version, header, request, response,
+};
 
-pub(crate) use connection_manager::{ConnectionManager, Downstream};
+pub use body::{BodyError, RequestBody, ResponseBody};
+pub use exchange::{Downstream, exchange};
+pub use local_reply::{LocalReply, RESPONSE_FLAGS_HEADER};

@@ -2,6 +2,30 @@ use std::time::Duration;
 
 use crate::cluster::Cluster;
 
+/// The route chosen for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    /// What to do with the request.
+    pub action: RouteAction<'a>,
+    /// Which of the listener's filter chains runs (an index the macro assigns; routes
+    /// with the same effective filters share one).
+    pub chain: u16,
+    /// `listener/virtual_host/index`, or `""` when no route matched.
+    pub name: &'static str,
+}
+
+impl Route<'_> {
+    /// No route matched; `chain` is the chain of the virtual host that matched (or the
+    /// listener's), whose filters still see the 404.
+    pub const fn none(chain: u16) -> Self {
+        Self {
+            action: RouteAction::NoRoute,
+            chain,
+            name: "",
+        }
+    }
+}
+
 /// What the router decided for one request.
 #[derive(Debug, Clone, Copy)]
 pub enum RouteAction<'a> {

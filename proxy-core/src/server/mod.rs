@@ -13,9 +13,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::BindAddress;
-use crate::http::{ConnectionManager, Downstream};
+use crate::http::Downstream;
 use crate::listener::{BindError, BoundListener, ListenerConfig};
-use crate::route::Router;
+use crate::route::Pipeline;
 use crate::stats::{GaugeGuard, ListenerStats};
 
 /// Why serving could not start.
@@ -51,11 +51,16 @@ impl Default for ServerSettings {
 /// Owns the listeners of a running proxy.
 #[derive(Debug)]
 pub struct Server {
-    settings: ServerSettings,
-    shutdown: watch::Sender<bool>,
-    accept_loops: Vec<JoinHandle<()>>,
-    background: Vec<JoinHandle<()>>,
-    socket_paths: Vec<PathBuf>,
+    // Crate-visible so other listener kinds (e.g. `tcp`) add their own `impl Server`
+    // blocks next to their code instead of growing this file.
+    pub(crate) settings: ServerSettings,
+    /// Flips to `true` once: every accept loop stops accepting and drains.
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// Accept loops; `shutdown` awaits each (they finish after draining).
+    pub(crate) accept_loops: Vec<JoinHandle<()>>,
+    pub(crate) background: Vec<JoinHandle<()>>,
+    /// Unix socket files this server created, removed at shutdown.
+    pub(crate) socket_paths: Vec<PathBuf>,
     listener_stats: Vec<(&'static str, Arc<ListenerStats>)>,
 }
 
@@ -74,12 +79,12 @@ impl Server {
     }
 
     /// Binds `listener` and serves HTTP/1.1 and HTTP/2 (prior knowledge) on it through
-    /// `router`. Must run inside the runtime; a bind failure is returned, not logged.
+    /// `pipeline`. Must run inside the runtime; a bind failure is returned, not logged.
     /// Returns the address actually bound (the real port when `:0` was asked for).
-    pub fn http<R: Router>(
+    pub fn http<P: Pipeline>(
         &mut self,
         listener: &ListenerConfig,
-        router: R,
+        pipeline: &'static P,
     ) -> Result<BindAddress, ServeError> {
         let bound = BoundListener::bind(listener).map_err(|source| ServeError::Bind {
             listener: listener.name(),
@@ -93,8 +98,14 @@ impl Server {
         let stats = Arc::new(ListenerStats::default());
         self.listener_stats
             .push((listener.name(), Arc::clone(&stats)));
-        let manager = Arc::new(ConnectionManager::new(router, stats));
-        let accept = accept_loop(bound, manager, self.shutdown.subscribe(), self.settings);
+        let accept = accept_loop(
+            bound,
+            pipeline,
+            listener.name(),
+            stats,
+            self.shutdown.subscribe(),
+            self.settings,
+        );
         self.accept_loops.push(tokio::spawn(accept));
         Ok(address)
     }
@@ -130,15 +141,11 @@ impl Server {
     }
 }
 
-/// State shared by every request on one connection: one `Arc` clone per request.
-struct ConnectionContext<R> {
-    manager: Arc<ConnectionManager<R>>,
-    downstream: Downstream,
-}
-
-async fn accept_loop<R: Router>(
+async fn accept_loop<P: Pipeline>(
     listener: BoundListener,
-    manager: Arc<ConnectionManager<R>>,
+    pipeline: &'static P,
+    name: &'static str,
+    stats: Arc<ListenerStats>,
     mut shutdown: watch::Receiver<bool>,
     settings: ServerSettings,
 ) {
@@ -166,23 +173,18 @@ async fn accept_loop<R: Router>(
                 continue;
             }
         };
-        let context = Arc::new(ConnectionContext {
-            manager: Arc::clone(&manager),
-            downstream: Downstream::new(peer),
-        });
+        // Shared by every request on the connection: one `Arc` clone per request.
+        let downstream = Arc::new(Downstream::new(peer, name, Arc::clone(&stats)));
         let service = service_fn(move |request| {
-            let context = Arc::clone(&context);
-            async move {
-                Ok::<_, Infallible>(context.manager.handle(request, &context.downstream).await)
-            }
+            let downstream = Arc::clone(&downstream);
+            async move { Ok::<_, Infallible>(pipeline.handle(request, &downstream).await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        let manager = Arc::clone(&manager);
+        let stats = Arc::clone(&stats);
         tokio::spawn(async move {
-            let stats = manager.stats();
             stats.downstream_cx_total.inc();
             let _active = GaugeGuard::new(&stats.downstream_cx_active);
             if let Err(error) = connection.await {

@@ -8,9 +8,11 @@
 //! as serde_derive's are.
 
 mod cluster;
+mod filters;
 mod paths;
 mod router;
 mod summary;
+mod tcp;
 mod topology;
 
 use proc_macro2::{Ident, Span, TokenStream};
@@ -138,7 +140,7 @@ mod tests {
             ":: proxy_core :: __private :: header_value_is (& __request . headers , & HEADER_3_1 , b\"prod\")",
             "Redirect :: new (301) . host (\"new.example.org\") . prefix_rewrite (\"/old/\" , \"/new/\")",
             "DirectResponse :: new (405 , \"\")",
-            "__server . http (& self . __listener_edge , :: core :: clone :: Clone :: clone (& self . __router_edge)) ?",
+            "__server . http (& self . __listener_edge , & self . __router_edge) ?",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in\n{text}");
         }

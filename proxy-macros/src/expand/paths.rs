@@ -55,6 +55,23 @@ pub const DIRECT_RESPONSE: Private = Private("DirectResponse");
 pub const REDIRECT: Private = Private("Redirect");
 pub const ROUTE_ACTION: Private = Private("RouteAction");
 pub const ROUTER: Private = Private("Router");
+pub const ROUTE: Private = Private("Route");
+pub const PIPELINE: Private = Private("Pipeline");
+pub const EXCHANGE: Private = Private("exchange");
+pub const DOWNSTREAM: Private = Private("Downstream");
+pub const REQUEST: Private = Private("Request");
+pub const RESPONSE: Private = Private("Response");
+pub const RESPONSE_BODY: Private = Private("ResponseBody");
+pub const INCOMING: Private = Private("Incoming");
+pub const HTTP_FILTER: Private = Private("http_filter");
+pub const NETWORK_FILTER: Private = Private("network_filter");
+pub const TCP_PROXY: Private = Private("TcpProxy");
+pub const TCP_PROXY_OPTIONS: Private = Private("TcpProxyOptions");
+pub const IP_NET: Private = Private("IpNet");
+pub const IPV4_NET: Private = Private("Ipv4Net");
+pub const IPV6_NET: Private = Private("Ipv6Net");
+pub const IPV4_ADDR: Private = Private("Ipv4Addr");
+pub const IPV6_ADDR: Private = Private("Ipv6Addr");
 
 // Request matching helpers.
 pub const REQUEST_HOST: Private = Private("request_host");

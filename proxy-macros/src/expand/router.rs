@@ -6,12 +6,14 @@ use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 
+use super::filters::Chains;
 use super::paths::{
-    ARC, CLUSTER, DIRECT_RESPONSE, DURATION, HEADER_NAME, HEADER_PRESENT, HEADER_VALUE_IS,
-    HOST_HAS_PREFIX, HOST_HAS_SUFFIX, HOST_IS, METHOD, REDIRECT, REGEX, REQUEST_HOST,
-    REQUEST_PARTS, ROUTE_ACTION, ROUTE_POLICY, ROUTER,
+    ARC, CLUSTER, DIRECT_RESPONSE, DOWNSTREAM, DURATION, EXCHANGE, HEADER_NAME, HEADER_PRESENT,
+    HEADER_VALUE_IS, HOST_HAS_PREFIX, HOST_HAS_SUFFIX, HOST_IS, INCOMING, METHOD, PIPELINE,
+    REDIRECT, REGEX, REQUEST, REQUEST_HOST, REQUEST_PARTS, RESPONSE, RESPONSE_BODY, ROUTE,
+    ROUTE_ACTION, ROUTE_POLICY, ROUTER,
 };
 use super::{cluster, cluster_field, cluster_local, local, router_type};
 use crate::model::{
@@ -33,12 +35,25 @@ pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Route
     let mut regexes = Vec::new();
     let mut clusters = BTreeSet::new();
     let request = local("__request");
+    let chains = Chains::of(listener);
     let vhosts: Vec<TokenStream> = listener
         .virtual_hosts
         .iter()
-        .map(|vhost| virtual_host(topology, vhost, &request, &mut regexes, &mut clusters))
+        .enumerate()
+        .map(|(index, vhost)| {
+            virtual_host(
+                topology,
+                &chains,
+                index,
+                vhost,
+                &request,
+                &mut regexes,
+                &mut clusters,
+            )
+        })
         .collect();
-    let select = select_virtual_host(listener, &request);
+    let select = select_virtual_host(listener, &chains, &request);
+    let pipeline = pipeline(&ty, &chains);
 
     let cluster_fields: Vec<Ident> = clusters
         .iter()
@@ -54,7 +69,8 @@ pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Route
     let fields = cluster_fields
         .iter()
         .map(|field| quote!(#field: #ARC<#CLUSTER>,))
-        .chain(regex_fields.iter().map(|field| quote!(#field: #REGEX,)));
+        .chain(regex_fields.iter().map(|field| quote!(#field: #REGEX,)))
+        .chain(chains.fields());
     let inits = cluster_fields
         .iter()
         .zip(&cluster_locals)
@@ -64,10 +80,10 @@ pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Route
                 .iter()
                 .zip(&regexes)
                 .map(|(field, regex)| quote!(#field: #inputs.regex(#regex),)),
-        );
+        )
+        .chain(chains.inits());
     let items = quote! {
         #[doc(hidden)]
-        #[derive(Clone)]
         #[allow(non_camel_case_types, non_snake_case)]
         pub struct #ty {
             #(#fields)*
@@ -76,22 +92,60 @@ pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Route
         #[automatically_derived]
         impl #ROUTER for #ty {
             #[inline]
-            fn route(&self, #request: &#REQUEST_PARTS) -> #ROUTE_ACTION<'_> {
+            fn route(&self, #request: &#REQUEST_PARTS) -> #ROUTE<'_> {
                 #select
             }
         }
+
+        #pipeline
 
         #[allow(non_snake_case)]
         impl #ty {
             #(#vhosts)*
         }
     };
+    let declarations = chains.declarations(inputs);
     let init = quote! {
-        #ty {
-            #(#inits)*
+        {
+            #declarations
+            #ty {
+                #(#inits)*
+            }
         }
     };
     Router { ty, items, init }
+}
+
+/// The listener's whole request path: route, then the chosen chain's copy of
+/// `exchange`. One arm per distinct chain, so every chain is monomorphized.
+fn pipeline(ty: &Ident, chains: &Chains<'_>) -> TokenStream {
+    let request = local("__request");
+    let downstream = local("__downstream");
+    let parts = local("__parts");
+    let body = local("__body");
+    let route = local("__route");
+    let arms = chains.arms().map(|(index, field, span)| {
+        let chain = quote_spanned!(span=> &self.#field);
+        quote!(#index => #EXCHANGE(#chain, #downstream, #route, #parts, #body).await,)
+    });
+    quote! {
+        #[automatically_derived]
+        impl #PIPELINE for #ty {
+            async fn handle(
+                &'static self,
+                #request: #REQUEST<#INCOMING>,
+                #downstream: &#DOWNSTREAM,
+            ) -> #RESPONSE<#RESPONSE_BODY> {
+                let (#parts, #body) = #request.into_parts();
+                let #route = #ROUTER::route(self, &#parts);
+                match #route.chain {
+                    #(#arms)*
+                    // The chain with no filters.
+                    _ => #EXCHANGE(&(), #downstream, #route, #parts, #body).await,
+                }
+            }
+        }
+    }
 }
 
 fn regex_field(index: usize) -> Ident {
@@ -104,7 +158,7 @@ fn vhost_method(vhost: &VirtualHost) -> Ident {
 
 /// Envoy's precedence: exact domains, then `*suffix` patterns longest first, then
 /// `prefix*` patterns longest first, then `*`; ties in definition order.
-fn select_virtual_host(listener: &Listener, request: &Ident) -> TokenStream {
+fn select_virtual_host(listener: &Listener, chains: &Chains<'_>, request: &Ident) -> TokenStream {
     let mut exact = Vec::new();
     let mut suffixes = Vec::new();
     let mut prefixes = Vec::new();
@@ -140,7 +194,10 @@ fn select_virtual_host(listener: &Listener, request: &Ident) -> TokenStream {
         .map(|(test, method)| quote!(if #test { return self.#method(#request); }));
     let fallback = match any {
         Some(method) => quote!(self.#method(#request)),
-        None => quote!(#ROUTE_ACTION::NoRoute),
+        None => {
+            let chain = chains.listener_chain();
+            quote!(#ROUTE::none(#chain))
+        }
     };
     if exact.is_empty() && suffixes.is_empty() && prefixes.is_empty() {
         return fallback;
@@ -154,6 +211,8 @@ fn select_virtual_host(listener: &Listener, request: &Ident) -> TokenStream {
 
 fn virtual_host(
     topology: &Topology,
+    chains: &Chains<'_>,
+    vhost_index: usize,
     vhost: &VirtualHost,
     request: &Ident,
     regexes: &mut Vec<String>,
@@ -182,8 +241,15 @@ fn virtual_host(
             });
         }
         let action = action(topology, route, index, &mut statics, clusters);
-        tests.push(quote!(if #(#conditions)&&* { return #action; }));
+        let chain = chains.route_chain(vhost_index, index);
+        let name = &route.name;
+        tests.push(quote! {
+            if #(#conditions)&&* {
+                return #ROUTE { action: #action, chain: #chain, name: #name };
+            }
+        });
     }
+    let no_route_chain = chains.vhost_chain(vhost_index);
     let path_binding = (!vhost.routes.is_empty()).then(|| quote!(let #path = #request.uri.path();));
     let name = format!(
         " Routes of virtual host `{}`, in order.",
@@ -192,11 +258,11 @@ fn virtual_host(
     quote! {
         #[doc = #name]
         #[inline]
-        fn #method(&self, #request: &#REQUEST_PARTS) -> #ROUTE_ACTION<'_> {
+        fn #method(&self, #request: &#REQUEST_PARTS) -> #ROUTE<'_> {
             #(#statics)*
             #path_binding
             #(#tests)*
-            #ROUTE_ACTION::NoRoute
+            #ROUTE::none(#no_route_chain)
         }
     }
 }

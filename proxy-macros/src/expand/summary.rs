@@ -5,7 +5,8 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::model::{
-    Action, Address, Cluster, Listener, Protocol, Route, Target, Topology, ident_string,
+    Action, Address, Cluster, Filter, Level, Listener, Protocol, Route, Target, Topology,
+    ident_string,
 };
 
 pub fn render(topology: &Topology) -> String {
@@ -29,6 +30,10 @@ fn render_listener(out: &mut String, topology: &Topology, listener: &Listener) {
         let _ = write!(out, ", socket mode {:#o}", mode.value);
     }
     out.push('\n');
+    if let Some(tcp) = &listener.tcp {
+        render_tcp(out, topology, tcp);
+    }
+    render_filters(out, "  ", &listener.filters);
     for vhost in &listener.virtual_hosts {
         let domains: Vec<String> = vhost
             .domains
@@ -41,9 +46,67 @@ fn render_listener(out: &mut String, topology: &Topology, listener: &Listener) {
             ident_string(&vhost.name),
             domains.join(", ")
         );
+        render_filters(out, "    ", &vhost.filters);
         for route in &vhost.routes {
             let _ = writeln!(out, "    {}  {}", route.name, render_route(topology, route));
+            render_filters(out, "      ", &route.filters);
         }
+    }
+}
+
+/// The `tcp` line of an L4 listener, and its network filters.
+fn render_tcp(out: &mut String, topology: &Topology, tcp: &crate::model::tcp::TcpProxy) {
+    let cluster = tcp.cluster.map_or_else(
+        || "?".to_owned(),
+        |id| ident_string(&topology.cluster(id).name),
+    );
+    let _ = write!(out, "  tcp -> cluster {cluster}");
+    match tcp.idle_timeout {
+        Some(Some(timeout)) => {
+            let _ = write!(out, ", idle_timeout {}", duration(timeout));
+        }
+        Some(None) => out.push_str(", idle_timeout none"),
+        None => {}
+    }
+    if let Some(limit) = tcp.max_connection_duration {
+        let _ = write!(out, ", max_connection_duration {}", duration(limit));
+    }
+    let cidrs = |list: &[crate::model::tcp::Cidr]| {
+        list.iter()
+            .map(|c| format!("{}/{}", c.addr, c.prefix))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !tcp.allow.is_empty() {
+        let _ = write!(out, ", allow [{}]", cidrs(&tcp.allow));
+    }
+    if !tcp.deny.is_empty() {
+        let _ = write!(out, ", deny [{}]", cidrs(&tcp.deny));
+    }
+    if !tcp.ports.value.is_empty() {
+        let ports: Vec<String> = tcp.ports.value.iter().map(u16::to_string).collect();
+        let _ = write!(out, ", destination_ports [{}]", ports.join(", "));
+    }
+    out.push('\n');
+    if !tcp.filters.is_empty() {
+        let names: Vec<String> = tcp.filters.iter().map(Filter::describe).collect();
+        let _ = writeln!(out, "  filters: [{}]", names.join(", "));
+    }
+}
+
+/// `filters: [a, b]` and `disable: [c]` lines of one level, if it has any.
+fn render_filters(out: &mut String, indent: &str, level: &Level) {
+    if !level.filters.is_empty() {
+        let names: Vec<String> = level.filters.iter().map(Filter::describe).collect();
+        let _ = writeln!(out, "{indent}filters: [{}]", names.join(", "));
+    }
+    if !level.disable.is_empty() {
+        let names: Vec<&str> = level
+            .disable
+            .iter()
+            .map(|name| name.value.as_str())
+            .collect();
+        let _ = writeln!(out, "{indent}disable: [{}]", names.join(", "));
     }
 }
 

@@ -6,11 +6,11 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::paths::{
-    APP, ARC, CLUSTER, EXIT_CODE, INPUTS, LISTENER_CONFIG, SERVE_ERROR, SERVER, TOPOLOGY,
+    APP, ARC, CLUSTER, EXIT_CODE, INPUTS, LISTENER_CONFIG, SERVE_ERROR, SERVER, TCP_PROXY, TOPOLOGY,
 };
 use super::{
     cluster, cluster_field, cluster_local, internal_error, listener_field, local, router,
-    router_field, summary,
+    router_field, summary, tcp,
 };
 use crate::model::{Topology, ident_string};
 
@@ -29,11 +29,37 @@ pub fn expand(topology: &Topology) -> TokenStream {
 
     let listeners = &topology.listeners;
     let listener_fields: Vec<_> = listeners.iter().map(listener_field).collect();
-    let router_fields: Vec<_> = listeners.iter().map(router_field).collect();
-    let routers: Vec<_> = listeners
+    let http_listeners: Vec<_> = listeners
+        .iter()
+        .filter(|listener| listener.tcp.is_none())
+        .collect();
+    let http_listener_fields: Vec<_> = http_listeners
+        .iter()
+        .map(|listener| listener_field(listener))
+        .collect();
+    let router_fields: Vec<_> = http_listeners
+        .iter()
+        .map(|listener| router_field(listener))
+        .collect();
+    let routers: Vec<_> = http_listeners
         .iter()
         .map(|listener| router::expand(topology, listener, &inputs))
         .collect();
+    let tcps: Vec<_> = listeners
+        .iter()
+        .filter_map(|listener| {
+            let tcp = listener.tcp.as_ref()?;
+            Some((
+                listener_field(listener),
+                tcp::expand(topology, listener, tcp),
+            ))
+        })
+        .collect();
+    let tcp_listener_fields: Vec<_> = tcps.iter().map(|(field, _)| field).collect();
+    let tcp_filter_fields: Vec<_> = tcps.iter().map(|(_, tcp)| &tcp.filters_field).collect();
+    let tcp_proxy_fields: Vec<_> = tcps.iter().map(|(_, tcp)| &tcp.proxy_field).collect();
+    let tcp_filter_inits = tcps.iter().map(|(_, tcp)| &tcp.filters_init);
+    let tcp_proxy_inits = tcps.iter().map(|(_, tcp)| &tcp.proxy_init);
     let router_types = routers.iter().map(|router| &router.ty);
     let router_items = routers.iter().map(|router| &router.items);
     let router_inits = routers.iter().map(|router| &router.init);
@@ -62,6 +88,10 @@ pub fn expand(topology: &Topology) -> TokenStream {
                 .zip(router_types)
                 .map(|(field, ty)| quote!(#field: #ty,)),
         )
+        .chain(tcps.iter().map(|(_, tcp)| {
+            let (filters, ty, proxy) = (&tcp.filters_field, &tcp.filters_ty, &tcp.proxy_field);
+            quote!(#filters: #ty, #proxy: #TCP_PROXY,)
+        }))
         .chain(
             cluster_fields
                 .iter()
@@ -88,6 +118,8 @@ pub fn expand(topology: &Topology) -> TokenStream {
                 Self {
                     #(#listener_fields: #new_listeners,)*
                     #(#router_fields: #router_inits,)*
+                    #(#tcp_filter_fields: #tcp_filter_inits,)*
+                    #(#tcp_proxy_fields: #tcp_proxy_inits,)*
                     #(#cluster_fields: #cluster_locals,)*
                 }
             }
@@ -100,8 +132,13 @@ pub fn expand(topology: &Topology) -> TokenStream {
                 ::std::vec![#(&*self.#cluster_fields),*]
             }
 
-            fn serve(&self, #server: &mut #SERVER) -> ::core::result::Result<(), #SERVE_ERROR> {
-                #(#server.http(&self.#listener_fields, ::core::clone::Clone::clone(&self.#router_fields))?;)*
+            fn serve(&'static self, #server: &mut #SERVER) -> ::core::result::Result<(), #SERVE_ERROR> {
+                #(#server.http(&self.#http_listener_fields, &self.#router_fields)?;)*
+                #(#server.tcp(
+                    &self.#tcp_listener_fields,
+                    ::core::clone::Clone::clone(&self.#tcp_filter_fields),
+                    ::core::clone::Clone::clone(&self.#tcp_proxy_fields),
+                )?;)*
                 ::core::result::Result::Ok(())
             }
         }

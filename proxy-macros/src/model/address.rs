@@ -52,6 +52,10 @@ impl Address {
     pub fn is_fixed_tcp(&self) -> bool {
         matches!(self, Address::Fixed(Target::Tcp(_)))
     }
+
+    pub fn is_fixed_unix(&self) -> bool {
+        matches!(self, Address::Fixed(Target::Unix(_)))
+    }
 }
 
 impl fmt::Display for Target {

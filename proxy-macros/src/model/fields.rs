@@ -65,6 +65,29 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// As [`Fields::add`] for a block whose keys the caller checks itself (a built-in
+    /// filter's schema): only repeats are reported here.
+    pub fn add_unchecked(&mut self, cx: &Ctxt, field: &'a Field) -> Option<&'a Value> {
+        let key = &field.key;
+        if let Some(first) = self.keys.iter().find(|first| **first == key) {
+            cx.push(diag::duplicate(
+                key,
+                first,
+                format!("duplicate key `{key}`"),
+                key,
+            ));
+            return None;
+        }
+        self.keys.push(key);
+        match &field.value {
+            Ok(value) => Some(value),
+            Err(error) => {
+                cx.push(error.clone());
+                None
+            }
+        }
+    }
+
     /// The key token as written, for errors about the entry as a whole.
     pub fn key(&self, key: Symbol) -> Option<&'a Ident> {
         self.keys.iter().find(|name| **name == key).copied()
@@ -97,8 +120,10 @@ pub(crate) fn require<'a>(
             Block::Cluster => "cluster",
             Block::VirtualHost => "virtual host",
             Block::Http => "http block",
+            Block::Tcp => "tcp block",
             Block::RoutePolicy => "route",
             Block::Redirect => "redirect",
+            Block::Filter => "filter",
         };
         let message = format!("{noun} `{owner}` is missing `{key}`");
         cx.error_spanned_by(

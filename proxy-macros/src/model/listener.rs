@@ -2,11 +2,12 @@ use proc_macro2::Ident;
 
 use super::address::{self, Address, Role};
 use super::fields::{self, Fields};
+use super::filter::{self, Level};
 use super::value;
 use super::{Located, Route, Scope};
 use crate::diag::{self, Ctxt};
 use crate::symbol::{self, Block};
-use crate::syntax::{self, ListenerEntry, Value, VhostEntry};
+use crate::syntax::{self, HttpEntry, ListenerEntry, Value, VhostEntry};
 
 pub struct Listener {
     pub name: Ident,
@@ -16,6 +17,10 @@ pub struct Listener {
     /// The `http` block's keyword, if any.
     pub http: Option<syntax::kw::http>,
     pub virtual_hosts: Vec<VirtualHost>,
+    /// Filters of the `http` block: every route of the listener runs them.
+    pub filters: Level,
+    /// The `tcp { .. }` block, for an L4 listener (then there are no virtual hosts).
+    pub tcp: Option<super::tcp::TcpProxy>,
     /// An entry or virtual host was dropped after an error (it may have held routes).
     pub incomplete: bool,
     /// A dropped part may have forwarded to a cluster.
@@ -26,6 +31,8 @@ pub struct VirtualHost {
     pub name: Ident,
     pub domains: Vec<Located<Domain>>,
     pub routes: Vec<Route>,
+    /// Filters for this virtual host's routes, and inherited ones it turns off.
+    pub filters: Level,
     /// An entry was dropped after an error.
     pub incomplete: bool,
     /// A dropped entry may have been a route forwarding to a cluster.
@@ -64,12 +71,14 @@ impl Listener {
             socket_mode: None,
             http: None,
             virtual_hosts: Vec::new(),
+            filters: Level::default(),
+            tcp: None,
             incomplete: false,
             unresolved: false,
         };
         let entries = syntax.entries.iter().filter_map(|entry| match entry {
             Ok(ListenerEntry::Field(field)) => Some(Some(field)),
-            Ok(ListenerEntry::Http(_)) => None,
+            Ok(ListenerEntry::Http(_) | ListenerEntry::Tcp(_)) => None,
             Err(_) => Some(None),
         });
         let example = r#""127.0.0.1:8080""#;
@@ -96,7 +105,40 @@ impl Listener {
                         listener.socket_mode = socket_mode(cx, value);
                     }
                 }
+                Ok(ListenerEntry::Tcp(block)) => {
+                    if http.is_some() || listener.tcp.is_some() {
+                        let message = "a listener has one `http` block or one `tcp` block";
+                        cx.error_spanned_by(
+                            block.kw,
+                            diag::with_help(
+                                message,
+                                "use a second listener for the other protocol",
+                            ),
+                        );
+                        listener.unresolved = true;
+                        continue;
+                    }
+                    match super::tcp::TcpProxy::build(cx, scope, block) {
+                        Some(tcp) => listener.tcp = Some(tcp),
+                        None => {
+                            listener.incomplete = true;
+                            listener.unresolved = true;
+                        }
+                    }
+                }
                 Ok(ListenerEntry::Http(block)) => {
+                    if listener.tcp.is_some() {
+                        let message = "a listener has one `http` block or one `tcp` block";
+                        cx.error_spanned_by(
+                            block.kw,
+                            diag::with_help(
+                                message,
+                                "use a second listener for the other protocol",
+                            ),
+                        );
+                        listener.unresolved = true;
+                        continue;
+                    }
                     if let Some(first) = http {
                         let message =
                             "a listener has one `http` block: put every virtual host in the first";
@@ -108,7 +150,22 @@ impl Listener {
                     http = Some(block);
                     listener.http = Some(block.kw);
                     let name = super::ident_string(&syntax.name);
-                    for vhost in &block.virtual_hosts {
+                    let mut http_fields = Fields::new(Block::Http);
+                    for entry in &block.entries {
+                        let vhost = match entry {
+                            Ok(HttpEntry::VirtualHost(vhost)) => Ok(vhost),
+                            Ok(HttpEntry::Field(field)) => {
+                                // `filters` is the only key.
+                                if let Some(value) = http_fields.add(cx, field) {
+                                    match filter::filters(cx, value) {
+                                        Some(filters) => listener.filters.filters = filters,
+                                        None => listener.incomplete = true,
+                                    }
+                                }
+                                continue;
+                            }
+                            Err(error) => Err(error),
+                        };
                         match vhost {
                             Ok(vhost) => {
                                 let vhost = VirtualHost::build(cx, scope, &name, vhost);
@@ -129,6 +186,20 @@ impl Listener {
                     // The broken entry may have been the `http` block.
                     listener.incomplete = true;
                     listener.unresolved = true;
+                }
+            }
+        }
+        if let (Some(tcp), Some(bind)) = (&listener.tcp, &listener.bind) {
+            if bind.value.is_fixed_unix() {
+                let rule = tcp
+                    .source_rules
+                    .clone()
+                    .or_else(|| (!tcp.ports.value.is_empty()).then(|| tcp.ports.tokens.clone()));
+                if let Some(rule) = rule {
+                    cx.error_spanned_by(rule, diag::with_help(
+                        "source IPs and destination ports do not apply to a Unix-socket listener",
+                        "remove them; restrict access with socket_mode instead",
+                    ));
                 }
             }
         }
@@ -188,6 +259,7 @@ impl VirtualHost {
             name: syntax.name.clone(),
             domains: Vec::new(),
             routes: Vec::new(),
+            filters: Level::default(),
             incomplete: false,
             unresolved: false,
         };
@@ -211,8 +283,20 @@ impl VirtualHost {
         for entry in &syntax.entries {
             match entry {
                 Ok(VhostEntry::Field(field)) => {
-                    if let Some(value) = fields.add(cx, field) {
-                        // `domains` is the only key.
+                    let Some(value) = fields.add(cx, field) else {
+                        continue;
+                    };
+                    if field.key == symbol::FILTERS {
+                        match filter::filters(cx, value) {
+                            Some(filters) => vhost.filters.filters = filters,
+                            None => vhost.incomplete = true,
+                        }
+                    } else if field.key == symbol::DISABLE {
+                        match filter::disable_list(cx, value) {
+                            Some(disable) => vhost.filters.disable = disable,
+                            None => vhost.incomplete = true,
+                        }
+                    } else {
                         vhost.incomplete |= !domains(cx, &syntax.name, value, &mut vhost.domains);
                     }
                 }

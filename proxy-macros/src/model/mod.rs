@@ -11,8 +11,10 @@
 mod address;
 mod cluster;
 mod fields;
+pub mod filter;
 mod listener;
 mod route;
+pub mod tcp;
 mod value;
 
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ use quote::ToTokens;
 
 pub use address::{Address, Target};
 pub use cluster::{Cluster, Protocol};
+pub use filter::{Filter, FilterKind, Level};
 pub use listener::{Domain, Listener, VirtualHost};
 pub use route::{Action, Method, PathMatch, Redirect, Route};
 
@@ -496,7 +499,7 @@ mod tests {
             ),
             (
                 quote!(route prefix("/") => cluster(api) { timout: 1s }),
-                "unknown key `timout` in a route's `cluster(..) { .. }` block",
+                "unknown key `timout` in a route's `{ .. }` block",
             ),
             (
                 quote!(route prefix("/") => cluster("api")),

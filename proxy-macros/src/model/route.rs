@@ -16,6 +16,8 @@ pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Route {
     /// `listener/virtual_host/index`, the route's name in logs and the summary.
     pub name: String,
+    /// Filters added for this route, and inherited ones it overrides or turns off.
+    pub filters: super::Level,
     pub matcher: Located<PathMatch>,
     /// Any of these methods (empty: any method).
     pub methods: Vec<Method>,
@@ -139,11 +141,13 @@ impl Route {
             }
         }
         let action = action(cx, scope, &syntax.action);
-        let (matcher, action) = (matcher?, action?);
+        let filters = route_filters(cx, &syntax.action);
+        let (matcher, action, filters) = (matcher?, action?, filters?);
         // A route with a broken condition is dropped rather than kept without it: as
         // an unconditional route it would seem to shadow the routes after it.
         valid.then_some(Route {
             name,
+            filters,
             matcher,
             methods,
             headers,
@@ -404,12 +408,51 @@ fn action(cx: &Ctxt, scope: &Scope<'_>, action: &syntax::Action) -> Option<Actio
     }
 }
 
-/// The entries of an action's `{ .. }` block (none if it has no block).
-fn body_entries(action: &syntax::Action) -> &[syn::Result<Field>] {
+/// The entries of an action's `{ .. }` block (none if it has no block), without the
+/// `filters` and `disable` entries every action's block may hold.
+fn body_entries(action: &syntax::Action) -> impl Iterator<Item = &syn::Result<Field>> {
     action
         .body
         .as_ref()
-        .map_or(&[], |body| body.fields.as_slice())
+        .map_or(&[][..], |body| body.fields.as_slice())
+        .iter()
+        .filter(|entry| !is_filter_entry(entry))
+}
+
+fn is_filter_entry(entry: &syn::Result<Field>) -> bool {
+    entry
+        .as_ref()
+        .is_ok_and(|field| field.key == symbol::FILTERS || field.key == symbol::DISABLE)
+}
+
+/// The route-level `filters` and `disable` of an action's block.
+fn route_filters(cx: &Ctxt, action: &syntax::Action) -> Option<super::Level> {
+    let mut level = super::Level::default();
+    let mut complete = true;
+    let mut fields = Fields::new(Block::RoutePolicy);
+    let entries = action
+        .body
+        .as_ref()
+        .map_or(&[][..], |body| body.fields.as_slice());
+    for entry in entries.iter().filter(|entry| is_filter_entry(entry)) {
+        let Ok(field) = entry else { continue };
+        let Some(value) = fields.add(cx, field) else {
+            complete = false;
+            continue;
+        };
+        if field.key == symbol::FILTERS {
+            match super::filter::filters(cx, value) {
+                Some(filters) => level.filters = filters,
+                None => complete = false,
+            }
+        } else {
+            match super::filter::disable_list(cx, value) {
+                Some(disable) => level.disable = disable,
+                None => complete = false,
+            }
+        }
+    }
+    complete.then_some(level)
 }
 
 /// `cluster(NAME) [{ timeout: 5s | none }]`.
@@ -449,7 +492,7 @@ fn forward(cx: &Ctxt, scope: &Scope<'_>, action: &syntax::Action) -> Option<Acti
     })
 }
 
-fn resolve(cx: &Ctxt, scope: &Scope<'_>, name: &Ident) -> Option<ClusterId> {
+pub(crate) fn resolve(cx: &Ctxt, scope: &Scope<'_>, name: &Ident) -> Option<ClusterId> {
     if let Some(id) = scope.cluster(name) {
         return Some(id);
     }
@@ -476,11 +519,20 @@ fn resolve(cx: &Ctxt, scope: &Scope<'_>, name: &Ident) -> Option<ClusterId> {
 /// `direct_response(STATUS [, "body"])`.
 fn direct_response(cx: &Ctxt, action: &syntax::Action) -> Option<Action> {
     let usage = r#"write direct_response(200, "body") or direct_response(204)"#;
-    if let Some(body) = &action.body {
-        cx.error_at(
-            body.brace.span.join(),
-            diag::with_help("`direct_response` takes no `{ .. }` block", "remove it"),
-        );
+    // Its block may only hold the filter entries every action's block accepts.
+    let mut stray = false;
+    for entry in body_entries(action) {
+        stray = true;
+        match entry {
+            Ok(field) => {
+                let message = format!("unknown key `{}` in a `direct_response` block", field.key);
+                cx.error_spanned_by(
+                    &field.key,
+                    diag::with_help(message, "its block takes only `filters` and `disable`"),
+                );
+            }
+            Err(error) => cx.push(error.clone()),
+        }
     }
     let Some((_, args)) = &action.args else {
         cx.error_spanned_by(
@@ -515,7 +567,7 @@ fn direct_response(cx: &Ctxt, action: &syntax::Action) -> Option<Action> {
         );
         return None;
     }
-    (action.body.is_none()).then_some(Action::Direct { status, body })
+    (!stray).then_some(Action::Direct { status, body })
 }
 
 /// A final status a proxy may answer with itself (Envoy accepts 200..=599).

@@ -84,6 +84,23 @@ impl Bounded for u32 {
     const MAX_TEXT: &'static str = "4294967295";
 }
 
+impl Bounded for u64 {
+    const MAX_TEXT: &'static str = "18446744073709551615";
+}
+
+/// A plain number, integer or decimal (a percentage).
+pub(crate) fn number(cx: &Ctxt, value: &Value) -> Option<f64> {
+    let parsed = match value {
+        Value::Int(lit) if lit.suffix().is_empty() => lit.base10_parse::<f64>().ok(),
+        Value::Float(lit) if lit.suffix().is_empty() => lit.base10_parse::<f64>().ok(),
+        _ => None,
+    };
+    if parsed.is_none() {
+        mismatch(cx, value, "a number");
+    }
+    parsed
+}
+
 pub(crate) fn list<'a>(cx: &Ctxt, value: &'a Value) -> Option<&'a List> {
     match value {
         Value::List(list) => Some(list),

@@ -20,6 +20,33 @@ pub struct Listener {
 pub enum ListenerEntry {
     Field(Field),
     Http(Http),
+    Tcp(Tcp),
+}
+
+/// `tcp { cluster: NAME, filters: [..], .. }`: the listener proxies byte streams.
+#[allow(
+    dead_code,
+    reason = "the tree keeps every token so any node can be pointed at"
+)]
+pub struct Tcp {
+    pub kw: kw::tcp,
+    pub brace: token::Brace,
+    pub fields: Vec<Parsed<Field>>,
+}
+
+impl Parse for Tcp {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let content;
+        Ok(Tcp {
+            kw: input.parse()?,
+            brace: braced!(content in input),
+            fields: parse_entries(
+                &content,
+                |input| Field::parse_in(input, Block::Tcp),
+                |_| false,
+            ),
+        })
+    }
 }
 
 /// `http { virtual_host NAME { .. } ... }`: the HTTP connection manager of a listener.
@@ -30,7 +57,26 @@ pub enum ListenerEntry {
 pub struct Http {
     pub kw: kw::http,
     pub brace: token::Brace,
-    pub virtual_hosts: Vec<Parsed<VirtualHost>>,
+    pub entries: Vec<Parsed<HttpEntry>>,
+}
+
+/// An entry of the `http` block: `filters: [..]` or a `virtual_host`.
+pub enum HttpEntry {
+    Field(Field),
+    VirtualHost(VirtualHost),
+}
+
+impl Parse for HttpEntry {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        if input.peek(kw::virtual_host) {
+            input.parse().map(HttpEntry::VirtualHost)
+        } else if input.peek(Ident) && input.peek2(syn::Token![:]) {
+            Field::parse_in(input, Block::Http).map(HttpEntry::Field)
+        } else {
+            // Reports the unknown entry with suggestions.
+            input.parse().map(HttpEntry::VirtualHost)
+        }
+    }
 }
 
 impl Parse for Listener {
@@ -41,7 +87,7 @@ impl Parse for Listener {
             name: parse_name(input, "listener")?,
             brace: braced!(content in input),
             entries: parse_entries(&content, ListenerEntry::parse, |entry| {
-                matches!(entry, ListenerEntry::Http(_))
+                matches!(entry, ListenerEntry::Http(_) | ListenerEntry::Tcp(_))
             }),
         })
     }
@@ -51,6 +97,8 @@ impl Parse for ListenerEntry {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         if input.peek(kw::http) && input.peek2(token::Brace) {
             input.parse().map(ListenerEntry::Http)
+        } else if input.peek(kw::tcp) && input.peek2(token::Brace) {
+            input.parse().map(ListenerEntry::Tcp)
         } else {
             Field::parse_in(input, Block::Listener).map(ListenerEntry::Field)
         }
@@ -63,7 +111,9 @@ impl Parse for Http {
         Ok(Http {
             kw: input.parse()?,
             brace: braced!(content in input),
-            virtual_hosts: parse_entries(&content, VirtualHost::parse, |_| true),
+            entries: parse_entries(&content, HttpEntry::parse, |entry| {
+                matches!(entry, HttpEntry::VirtualHost(_))
+            }),
         })
     }
 }

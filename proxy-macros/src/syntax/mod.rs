@@ -10,13 +10,15 @@
 pub mod kw;
 
 mod cluster;
+mod filter;
 mod listener;
 mod route;
 mod value;
 mod virtual_host;
 
 pub use cluster::Cluster;
-pub use listener::{Http, Listener, ListenerEntry};
+pub use filter::{FilterEntry, FilterExpr, FilterList};
+pub use listener::{Http, HttpEntry, Listener, ListenerEntry, Tcp};
 pub use route::{Action, Route};
 pub use value::{Call, List, Value};
 pub use virtual_host::{VhostEntry, VirtualHost};
@@ -103,6 +105,9 @@ impl Field {
                 colon.span,
                 format!("expected a value after `{key}:`"),
             ))
+        } else if key == symbol::FILTERS {
+            // Filters are Rust expressions (a user's own types), not DSL values.
+            parse_to_entry_end::<FilterList>(input).map(Value::Filters)
         } else {
             parse_to_entry_end(input)
         };

@@ -31,6 +31,10 @@ pub struct Action {
 }
 
 /// The `{ key: value, .. }` after an action.
+#[allow(
+    dead_code,
+    reason = "the tree keeps every token so any node can be pointed at"
+)]
 pub struct RouteBody {
     pub brace: token::Brace,
     pub fields: Vec<Parsed<Field>>,

@@ -21,6 +21,8 @@ pub enum Value {
     Name(Ident),
     Call(Call),
     List(List),
+    /// `[filter, ..]`, only after `filters:`.
+    Filters(super::FilterList),
 }
 
 /// `name(arg, ...)`.
@@ -57,6 +59,7 @@ impl Value {
             Value::Name(name) => format!("the name `{name}`"),
             Value::Call(call) => format!("a call `{}(..)`", call.name),
             Value::List(_) => "a list".to_owned(),
+            Value::Filters(_) => "a filter list".to_owned(),
         }
     }
 }
@@ -125,6 +128,7 @@ impl ToTokens for Value {
             Value::Name(name) => name.to_tokens(tokens),
             Value::Call(call) => call.to_tokens(tokens),
             Value::List(list) => list.to_tokens(tokens),
+            Value::Filters(list) => list.to_tokens(tokens),
         }
     }
 }

@@ -1,0 +1,407 @@
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+
+use super::body::{BodyOutcome, RequestBodyFilter};
+use super::filtered::{Exchange, FilteredBody, RequestBytes};
+use super::headers::{into_upstream_form, prepare_response, sanitize_request};
+use super::local_reply::plain_text;
+use super::{LocalReply, RequestBody, ResponseBody};
+use crate::cluster::{Cluster, Endpoint, UpstreamError};
+use crate::filter::{Flow, HttpFilter, RequestInfo};
+use crate::route::{DirectResponse, Redirect, Route, RouteAction, RoutePolicy, request_host};
+use crate::stats::{GaugeGuard, ListenerStats};
+
+/// What the proxy knows about the downstream connection a request arrived on. Built
+/// once per connection by the accept loop.
+#[derive(Debug)]
+pub struct Downstream {
+    /// The client's IP, pre-formatted once per connection for `x-forwarded-for`.
+    /// `None` for Unix-socket clients, which have no IP to report.
+    pub(crate) peer: Option<HeaderValue>,
+    pub(crate) client_ip: Option<IpAddr>,
+    /// `http` or `https`: the scheme this proxy was reached over.
+    pub(crate) scheme: &'static str,
+    pub(crate) listener: &'static str,
+    pub(crate) stats: Arc<ListenerStats>,
+}
+
+impl Downstream {
+    pub(crate) fn new(
+        client_ip: Option<IpAddr>,
+        listener: &'static str,
+        stats: Arc<ListenerStats>,
+    ) -> Self {
+        let peer = client_ip.and_then(|ip| HeaderValue::try_from(ip.to_string()).ok());
+        Self {
+            peer,
+            client_ip,
+            scheme: "http",
+            listener,
+            stats,
+        }
+    }
+}
+
+/// One request through `chain` and `route`'s action: the whole HTTP connection-manager
+/// path. Never fails: every problem becomes a documented local reply.
+///
+/// Generic over the chain, so each distinct chain of a topology gets its own copy with
+/// every hook inlined; the generated pipeline picks the copy by the route's chain index.
+pub async fn exchange<C: HttpFilter>(
+    chain: &'static C,
+    downstream: &Downstream,
+    route: Route<'static>,
+    mut parts: Parts,
+    body: Incoming,
+) -> Response<ResponseBody> {
+    let stats = &downstream.stats;
+    stats.downstream_rq_total.inc();
+    let _active = GaugeGuard::new(&stats.downstream_rq_active);
+    let info = RequestInfo {
+        client_ip: downstream.client_ip,
+        listener: downstream.listener,
+        route: route.name,
+        start: Instant::now(),
+    };
+    let is_head = parts.method == http::Method::HEAD;
+    let mut state = C::State::default();
+
+    sanitize_request(&mut parts, downstream);
+    let mut outcome = match chain
+        .on_request_headers(&mut state, &mut parts, &info)
+        .await
+    {
+        Flow::Respond(response) => {
+            let flags = response_flags(&response);
+            Outcome::local(response, flags)
+        }
+        Flow::Continue => act(chain, route.action, parts, body, downstream).await,
+    };
+
+    let (mut head, mut body) = outcome.response.into_parts();
+    if let Flow::Respond(replacement) = chain
+        .on_response_headers(&mut state, &mut head, &info)
+        .await
+    {
+        (head, body) = replacement.into_parts();
+    }
+    if is_head {
+        // Local replies carry a body and `content-length`. HEAD keeps the length but must
+        // not send the bytes; hyper drops them on HTTP/1.1 but would send them as DATA on
+        // HTTP/2, which the client then resets. (A forwarded HEAD response's body is
+        // already empty.)
+        body = ResponseBody::empty();
+    }
+    stats.count_status(head.status.as_u16());
+    if C::IS_NOOP {
+        return Response::from_parts(head, body);
+    }
+    let exchange = Exchange {
+        status: head.status,
+        response_flags: outcome.flags,
+        upstream: outcome.upstream,
+        request_bytes: std::mem::replace(&mut outcome.request_bytes, RequestBytes::Known(0)),
+    };
+    let body = FilteredBody::new(body, chain, state, info, exchange);
+    Response::from_parts(head, ResponseBody::filtered(body))
+}
+
+/// The flag a filter put on its local reply (`RL`, `FI`, ...), as a `'static` string for
+/// the summary; unknown text is not trusted into a log.
+fn response_flags(response: &Response<ResponseBody>) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "NR", "UH", "UF", "UC", "UT", "RL", "FI", "DI", "UAEX", "DPE",
+    ];
+    let Some(value) = response.headers().get(super::RESPONSE_FLAGS_HEADER) else {
+        return "";
+    };
+    KNOWN
+        .iter()
+        .find(|flag| value.as_bytes() == flag.as_bytes())
+        .copied()
+        .unwrap_or("")
+}
+
+/// A response and what produced it.
+struct Outcome {
+    response: Response<ResponseBody>,
+    flags: &'static str,
+    upstream: Option<&'static Endpoint>,
+    request_bytes: RequestBytes,
+}
+
+impl Outcome {
+    fn local(response: Response<ResponseBody>, flags: &'static str) -> Self {
+        Self {
+            response,
+            flags,
+            upstream: None,
+            request_bytes: RequestBytes::Known(0),
+        }
+    }
+
+    fn reply(reply: LocalReply, stats: &ListenerStats) -> Self {
+        let counter = match reply {
+            LocalReply::NoRoute => &stats.no_route,
+            LocalReply::NoHealthyUpstream => &stats.no_healthy_upstream,
+            LocalReply::ConnectFailure => &stats.upstream_connect_fail,
+            LocalReply::UpstreamReset => &stats.upstream_reset,
+            LocalReply::UpstreamTimeout => &stats.upstream_timeout,
+        };
+        counter.inc();
+        Self::local(reply.into_response(), reply.flag())
+    }
+}
+
+/// Carries out the route's action.
+async fn act<C: HttpFilter>(
+    chain: &'static C,
+    action: RouteAction<'static>,
+    parts: Parts,
+    body: Incoming,
+    downstream: &Downstream,
+) -> Outcome {
+    match action {
+        RouteAction::Forward(cluster, policy) => {
+            forward(chain, cluster, policy, parts, body, downstream).await
+        }
+        RouteAction::Direct(direct) => Outcome::local(direct_response(direct), ""),
+        RouteAction::Redirect(redirect) => {
+            Outcome::local(redirect_response(redirect, &parts, downstream), "")
+        }
+        RouteAction::NoRoute => Outcome::reply(LocalReply::NoRoute, &downstream.stats),
+    }
+}
+
+async fn forward<C: HttpFilter>(
+    chain: &'static C,
+    cluster: &'static Cluster,
+    policy: &'static RoutePolicy,
+    mut parts: Parts,
+    body: Incoming,
+    downstream: &Downstream,
+) -> Outcome {
+    let Some(endpoint) = cluster.pick() else {
+        return Outcome::reply(LocalReply::NoHealthyUpstream, &downstream.stats);
+    };
+    into_upstream_form(&mut parts, cluster.options().protocol);
+    let body_filter: Option<&'static dyn RequestBodyFilter> =
+        if C::IS_NOOP { None } else { Some(chain) };
+    let (body, body_outcome) = RequestBody::new(body, body_filter);
+    let request = Request::from_parts(parts, body);
+    let _in_flight = GaugeGuard::new(&cluster.stats().upstream_rq_active);
+    let sent = cluster.send(endpoint, request);
+    let (result, request_bytes) = match within_route_timeout(sent, policy.timeout, body_outcome)
+        .await
+    {
+        RouteWait::Response(result, request_bytes) => (result, request_bytes),
+        RouteWait::Rejected(response) => {
+            let flags = response_flags(&response);
+            return Outcome::local(response, flags);
+        }
+        RouteWait::TimedOut => {
+            // Dropping the send closes that upstream connection: it has a request in
+            // flight whose response nobody will read.
+            cluster.stats().upstream_rq_timeout.inc();
+            tracing::debug!(route = policy.name, cluster = cluster.name(), timeout = ?policy.timeout, "upstream timeout");
+            return Outcome::reply(LocalReply::UpstreamTimeout, &downstream.stats);
+        }
+    };
+    let mut outcome = match result {
+        Ok(mut response) => {
+            prepare_response(&mut response);
+            Outcome::local(response, "")
+        }
+        Err(UpstreamError::Connect(error)) => {
+            tracing::debug!(route = policy.name, cluster = cluster.name(), %error, "upstream connect failure");
+            Outcome::reply(LocalReply::ConnectFailure, &downstream.stats)
+        }
+        Err(UpstreamError::Reset(error)) => {
+            tracing::debug!(route = policy.name, cluster = cluster.name(), %error, "upstream reset");
+            Outcome::reply(LocalReply::UpstreamReset, &downstream.stats)
+        }
+    };
+    outcome.upstream = Some(endpoint);
+    outcome.request_bytes = request_bytes;
+    outcome
+}
+
+/// How waiting for the upstream response head ended.
+enum RouteWait<T> {
+    Response(T, RequestBytes),
+    /// A request-body filter answered instead.
+    Rejected(Response<ResponseBody>),
+    TimedOut,
+}
+
+/// Awaits the upstream response head under the route timeout.
+///
+/// The timeout runs from the end of the request (Envoy semantics): a large upload is
+/// bounded by the client's pace, not by the route timeout. An origin may still answer
+/// before the upload ends; then there is nothing left to time. A request-body filter may
+/// reject the upload meanwhile; its reply wins.
+async fn within_route_timeout<T>(
+    sent: impl Future<Output = T>,
+    timeout: Option<Duration>,
+    body_outcome: Option<oneshot::Receiver<BodyOutcome>>,
+) -> RouteWait<T> {
+    let mut sent = std::pin::pin!(sent);
+    let mut request_bytes = RequestBytes::Known(0);
+    if let Some(mut body_outcome) = body_outcome {
+        // A request-body filter that rejects the upload first reports its answer, then
+        // fails the upstream send: checking the body first (and again if the send still
+        // wins) makes its answer win over the resulting upstream error.
+        tokio::select! {
+            biased;
+            ended = &mut body_outcome => match ended {
+                Ok(BodyOutcome::Complete { bytes }) => request_bytes = RequestBytes::Known(bytes),
+                Ok(BodyOutcome::Rejected(response)) => return RouteWait::Rejected(response),
+                // The client went away mid-upload: the upstream call fails on its own.
+                Err(_) => {}
+            },
+            result = &mut sent => {
+                if let Ok(BodyOutcome::Rejected(response)) = body_outcome.try_recv() {
+                    return RouteWait::Rejected(response);
+                }
+                return RouteWait::Response(result, RequestBytes::Pending(body_outcome));
+            }
+        }
+    }
+    match timeout {
+        None => RouteWait::Response(sent.await, request_bytes),
+        Some(timeout) => match tokio::time::timeout(timeout, sent).await {
+            Ok(result) => RouteWait::Response(result, request_bytes),
+            Err(_) => RouteWait::TimedOut,
+        },
+    }
+}
+
+fn direct_response(direct: &DirectResponse) -> Response<ResponseBody> {
+    // The macro only admits 100..=599 (a valid StatusCode); anything else is a bug that
+    // should surface as a 500, not a panic.
+    let status = StatusCode::from_u16(direct.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    plain_text(status, direct.body)
+}
+
+/// Builds `Location` from the request and the configured replacements (Envoy's
+/// `RedirectAction`): unset parts keep the request's values.
+fn redirect_response(
+    redirect: &Redirect,
+    parts: &Parts,
+    downstream: &Downstream,
+) -> Response<ResponseBody> {
+    let mut location = String::with_capacity(128);
+    location.push_str(redirect.scheme.unwrap_or(downstream.scheme));
+    location.push_str("://");
+    match redirect.host {
+        Some(host) => location.push_str(host),
+        None => location.push_str(request_host(parts)),
+    }
+    match redirect.port {
+        Some(port) => {
+            let _ = write!(location, ":{port}");
+        }
+        // Keep the request's explicit port when neither host nor scheme changed.
+        None if redirect.host.is_none() && redirect.scheme.is_none() => {
+            if let Some(port) = request_port(parts) {
+                location.push(':');
+                location.push_str(port);
+            }
+        }
+        None => {}
+    }
+    let path = parts.uri.path();
+    match (redirect.path, redirect.prefix_rewrite) {
+        (Some(new_path), _) => location.push_str(new_path),
+        (None, Some((matched, replacement))) if path.starts_with(matched) => {
+            location.push_str(replacement);
+            location.push_str(&path[matched.len()..]);
+        }
+        _ => location.push_str(path),
+    }
+    if !redirect.strip_query {
+        if let Some(query) = parts.uri.query() {
+            location.push('?');
+            location.push_str(query);
+        }
+    }
+    let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    let mut response = plain_text(status, "");
+    match HeaderValue::try_from(location) {
+        Ok(value) => {
+            response.headers_mut().insert(header::LOCATION, value);
+            response
+        }
+        // Only reachable with a Host header that cannot appear in a URL.
+        Err(_) => plain_text(StatusCode::BAD_REQUEST, "bad host\n"),
+    }
+}
+
+fn request_port(parts: &Parts) -> Option<&str> {
+    let authority = match parts.uri.authority() {
+        Some(authority) => authority.as_str(),
+        None => parts.headers.get(header::HOST)?.to_str().ok()?,
+    };
+    let (_, port) = authority.rsplit_once(':')?;
+    (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())).then_some(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, host: &str) -> Parts {
+        http::Request::builder()
+            .uri(uri)
+            .header("host", host)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    fn location(redirect: &Redirect, uri: &str, host: &str) -> String {
+        let downstream = Downstream::new(None, "test", Arc::default());
+        let response = redirect_response(redirect, &parts(uri, host), &downstream);
+        response.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn redirect_keeps_unset_parts() {
+        static R: Redirect = Redirect::new(301).path("/new");
+        assert_eq!(
+            location(&R, "/old?x=1", "example.org:8080"),
+            "http://example.org:8080/new?x=1"
+        );
+    }
+
+    #[test]
+    fn redirect_to_https_host_with_prefix_rewrite() {
+        static R: Redirect = Redirect::new(308)
+            .scheme("https")
+            .host("new.example")
+            .prefix_rewrite("/old/", "/v2/");
+        assert_eq!(
+            location(&R, "/old/a/b?q", "example.org:8080"),
+            "https://new.example/v2/a/b?q"
+        );
+    }
+
+    #[test]
+    fn redirect_strips_query() {
+        static R: Redirect = Redirect::new(302).port(8443).strip_query(true);
+        assert_eq!(
+            location(&R, "/p?secret=1", "example.org"),
+            "http://example.org:8443/p"
+        );
+    }
+}

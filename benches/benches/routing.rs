@@ -92,7 +92,7 @@ fn routing(c: &mut Criterion) {
     let mut group = c.benchmark_group("route");
     for (name, parts) in &cases {
         group.bench_function(*name, |b| {
-            b.iter(|| match router.route(std::hint::black_box(parts)) {
+            b.iter(|| match router.route(std::hint::black_box(parts)).action {
                 RouteAction::NoRoute => 0u8,
                 _ => 1u8,
             })

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test suite. Installs the real peers the suites need (nginx, curl,
-# redis-server with redis-cli) when they are missing, then: format check, clippy, release
-# build of the apps the end-to-end suites run, and `cargo test` over the whole workspace.
+# redis-server with redis-cli, Python websockets) when they are missing, then: format
+# check, clippy, release build of the apps the end-to-end suites run, and `cargo test`
+# over the whole workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,12 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
     || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]/#nginx-light/nginx}"
+fi
+
+# The WebSocket suite's client and server (PyPI `websockets`).
+if ! python3 -c 'import websockets' >/dev/null 2>&1; then
+  echo "==> installing the Python websockets package"
+  python3 -m pip install -q websockets
 fi
 
 echo "==> cargo fmt --check"

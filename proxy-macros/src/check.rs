@@ -62,6 +62,7 @@ pub fn check(cx: &Ctxt, topology: &Topology) {
             shadowed_routes(cx, vhost);
             for route in &vhost.routes {
                 prefix_rewrite_on_prefix(cx, route);
+                upgrades_over_http1(cx, topology, route);
             }
         }
     }
@@ -159,6 +160,28 @@ fn single_uses(cx: &Ctxt, levels: &[&Level], reported: &mut HashSet<usize>) {
                 cx.push(error);
             }
         }
+    }
+}
+
+/// Upgraded connections are HTTP/1.1 connections handed over after a `101`; an HTTP/2
+/// cluster cannot carry one.
+fn upgrades_over_http1(cx: &Ctxt, topology: &Topology, route: &Route) {
+    let Action::Forward {
+        cluster, upgrades, ..
+    } = &route.action
+    else {
+        return;
+    };
+    let cluster = topology.cluster(*cluster);
+    if !upgrades.value.is_empty() && cluster.protocol == crate::model::Protocol::Http2 {
+        let message = format!(
+            "cluster `{}` speaks HTTP/2, which cannot carry an HTTP/1.1 upgrade",
+            cluster.name
+        );
+        cx.error_spanned_by(
+            upgrades,
+            diag::with_help(message, "route upgrades to an `http1` cluster"),
+        );
     }
 }
 

@@ -74,6 +74,7 @@ pub const REDIRECT: Symbol = Symbol("redirect");
 
 // Route policy (`cluster(..) { .. }`) keys.
 pub const TIMEOUT: Symbol = Symbol("timeout");
+pub const UPGRADES: Symbol = Symbol("upgrades");
 pub const NONE: Symbol = Symbol("none");
 
 // Redirect keys.
@@ -148,7 +149,7 @@ impl Block {
                 MAX_IDLE_PER_ENDPOINT,
                 IDLE_TIMEOUT,
             ],
-            Block::RoutePolicy => &[TIMEOUT, FILTERS, DISABLE],
+            Block::RoutePolicy => &[TIMEOUT, UPGRADES, FILTERS, DISABLE],
             Block::Filter => &[],
             Block::Redirect => &[
                 FILTERS,

@@ -190,8 +190,10 @@ impl Cluster {
             }
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    let returner = endpoint.pool().returner(sender);
-                    return Ok(response.map(|body| ResponseBody::upstream(body, Some(returner))));
+                    // After a 101 the connection belongs to the tunnel, not the pool.
+                    let returner = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS)
+                        .then(|| endpoint.pool().returner(sender));
+                    return Ok(response.map(|body| ResponseBody::upstream(body, returner)));
                 }
                 Err(mut error) => match error.take_message() {
                     // A pooled connection the origin closed while it sat idle hands the
@@ -213,7 +215,7 @@ impl Cluster {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(handshake_failed(endpoint))?;
-        self.spawn_connection(connection);
+        self.spawn_connection(connection.with_upgrades());
         Ok(sender)
     }
 

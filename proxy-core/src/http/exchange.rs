@@ -8,6 +8,8 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 use super::body::{BodyOutcome, RequestBodyFilter};
@@ -75,6 +77,8 @@ pub async fn exchange<C: HttpFilter>(
     let is_head = parts.method == http::Method::HEAD;
     let mut state = C::State::default();
 
+    // Taken before the hop-by-hop rules remove `Upgrade` and `Connection`.
+    let upgrade = Upgrade::requested(&mut parts);
     sanitize_request(&mut parts, downstream);
     let mut outcome = match chain
         .on_request_headers(&mut state, &mut parts, &info)
@@ -84,7 +88,7 @@ pub async fn exchange<C: HttpFilter>(
             let flags = response_flags(&response);
             Outcome::local(response, flags)
         }
-        Flow::Continue => act(chain, route.action, parts, body, downstream).await,
+        Flow::Continue => act(chain, route.action, parts, body, downstream, upgrade).await,
     };
 
     let (mut head, mut body) = outcome.response.into_parts();
@@ -169,10 +173,29 @@ async fn act<C: HttpFilter>(
     parts: Parts,
     body: Incoming,
     downstream: &Downstream,
+    upgrade: Option<Upgrade>,
 ) -> Outcome {
+    // An upgrade goes only where a route allows it (Envoy's per-route `upgrade_configs`);
+    // anywhere else it is refused rather than silently served as a plain request.
+    if let Some(requested) = &upgrade {
+        let allowed = match action {
+            RouteAction::Forward(cluster, policy) => {
+                policy.allows_upgrade(requested.protocol.as_bytes())
+                    && cluster.options().protocol == crate::cluster::UpstreamProtocol::Http1
+            }
+            _ => false,
+        };
+        if !allowed {
+            downstream.stats.downstream_rq_ws_on_non_ws_route.inc();
+            return Outcome::local(
+                plain_text(StatusCode::FORBIDDEN, "upgrade not allowed on this route\n"),
+                "",
+            );
+        }
+    }
     match action {
         RouteAction::Forward(cluster, policy) => {
-            forward(chain, cluster, policy, parts, body, downstream).await
+            forward(chain, cluster, policy, parts, body, downstream, upgrade).await
         }
         RouteAction::Direct(direct) => Outcome::local(direct_response(direct), ""),
         RouteAction::Redirect(redirect) => {
@@ -189,11 +212,15 @@ async fn forward<C: HttpFilter>(
     mut parts: Parts,
     body: Incoming,
     downstream: &Downstream,
+    upgrade: Option<Upgrade>,
 ) -> Outcome {
     let Some(endpoint) = cluster.pick() else {
         return Outcome::reply(LocalReply::NoHealthyUpstream, &downstream.stats);
     };
     into_upstream_form(&mut parts, cluster.options().protocol);
+    if let Some(upgrade) = &upgrade {
+        upgrade.restore_request_headers(&mut parts.headers);
+    }
     let body_filter: Option<&'static dyn RequestBodyFilter> =
         if C::IS_NOOP { None } else { Some(chain) };
     let (body, body_outcome) = RequestBody::new(body, body_filter);
@@ -218,7 +245,11 @@ async fn forward<C: HttpFilter>(
     };
     let mut outcome = match result {
         Ok(mut response) => {
-            prepare_response(&mut response);
+            let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            match upgrade {
+                Some(upgrade) if switched => upgrade.tunnel(&mut response, &downstream.stats),
+                _ => prepare_response(&mut response),
+            }
             Outcome::local(response, "")
         }
         Err(UpstreamError::Connect(error)) => {
@@ -233,6 +264,82 @@ async fn forward<C: HttpFilter>(
     outcome.upstream = Some(endpoint);
     outcome.request_bytes = request_bytes;
     outcome
+}
+
+/// An HTTP/1.1 upgrade the client asked for (`Connection: upgrade` + `Upgrade: ..`).
+pub(crate) struct Upgrade {
+    protocol: HeaderValue,
+    /// The client's side of the connection once the `101` has been sent.
+    downstream: Option<OnUpgrade>,
+}
+
+impl Upgrade {
+    fn requested(parts: &mut Parts) -> Option<Self> {
+        let wants = parts.version == http::Version::HTTP_11
+            && parts
+                .headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .any(|value| {
+                    value
+                        .as_bytes()
+                        .split(|b| *b == b',')
+                        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+                });
+        let protocol = parts
+            .headers
+            .get(header::UPGRADE)
+            .filter(|_| wants)?
+            .clone();
+        let downstream = parts.extensions.remove::<OnUpgrade>();
+        Some(Upgrade {
+            protocol,
+            downstream,
+        })
+    }
+
+    /// The upgrade headers the hop-by-hop rules removed, put back for the upstream.
+    fn restore_request_headers(&self, headers: &mut http::HeaderMap) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, self.protocol.clone());
+    }
+
+    /// The upstream switched protocols: answer the client's `101` with the upstream's
+    /// `Upgrade`, and splice the two connections once both sides have switched. From
+    /// there bytes are copied both ways (half-close respected) until either side closes.
+    fn tunnel(self, response: &mut Response<ResponseBody>, stats: &Arc<ListenerStats>) {
+        let upstream = response.extensions_mut().remove::<OnUpgrade>();
+        let protocol = response
+            .headers()
+            .get(header::UPGRADE)
+            .cloned()
+            .unwrap_or(self.protocol);
+        prepare_response(response);
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+        let (Some(downstream), Some(upstream)) = (self.downstream, upstream) else {
+            return;
+        };
+        let stats = Arc::clone(stats);
+        tokio::spawn(async move {
+            let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::debug!(%error, "upgrade did not complete");
+                    return;
+                }
+            };
+            stats.downstream_cx_upgrades_total.inc();
+            let _active = GaugeGuard::new(&stats.downstream_cx_upgrades_active);
+            let mut downstream = TokioIo::new(downstream);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(error) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
+            {
+                tracing::debug!(%error, "upgraded connection closed with error");
+            }
+        });
+    }
 }
 
 /// How waiting for the upstream response head ended.

@@ -45,10 +45,12 @@ pub enum RouteAction<'a> {
 pub struct RoutePolicy {
     /// Route name for logs and `--check`: `listener/virtual_host/index`.
     pub name: &'static str,
-    /// How long to wait for the upstream's response headers, from when the request is
-    /// handed to the upstream connection. `None` disables the timeout. On expiry the
-    /// client gets 504 with flag `UT`.
+    /// How long to wait for the upstream's response headers, from when the request has
+    /// been sent. `None` disables the timeout. On expiry the client gets 504 with flag `UT`.
     pub timeout: Option<Duration>,
+    /// HTTP/1.1 upgrades (`websocket`, ...) this route tunnels after a `101`; an upgrade
+    /// request for anything else is refused with 403. Lowercase.
+    pub upgrades: &'static [&'static str],
 }
 
 impl RoutePolicy {
@@ -56,7 +58,23 @@ impl RoutePolicy {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
     pub const fn new(name: &'static str, timeout: Option<Duration>) -> Self {
-        Self { name, timeout }
+        Self {
+            name,
+            timeout,
+            upgrades: &[],
+        }
+    }
+
+    pub const fn upgrades(mut self, upgrades: &'static [&'static str]) -> Self {
+        self.upgrades = upgrades;
+        self
+    }
+
+    /// Whether `protocol` (an `Upgrade` header value) is one this route tunnels.
+    pub fn allows_upgrade(&self, protocol: &[u8]) -> bool {
+        self.upgrades
+            .iter()
+            .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(protocol))
     }
 }
 

@@ -180,7 +180,7 @@ async fn accept_loop<P: Pipeline>(
             async move { Ok::<_, Infallible>(pipeline.handle(request, &downstream).await) }
         });
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         let stats = Arc::clone(&stats);

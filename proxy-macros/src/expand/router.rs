@@ -308,6 +308,7 @@ fn action(
         Action::Forward {
             cluster: id,
             timeout,
+            upgrades,
         } => {
             clusters.insert(*id);
             let field = cluster_field(topology.cluster(*id));
@@ -319,8 +320,13 @@ fn action(
                 }
                 None => quote!(::core::option::Option::<#DURATION>::None),
             };
-            statics
-                .push(quote!(static #policy: #ROUTE_POLICY = #ROUTE_POLICY::new(#name, #timeout);));
+            let upgrades = (!upgrades.value.is_empty()).then(|| {
+                let names = &upgrades.value;
+                quote!(.upgrades(&[#(#names),*]))
+            });
+            statics.push(
+                quote!(static #policy: #ROUTE_POLICY = #ROUTE_POLICY::new(#name, #timeout) #upgrades;),
+            );
             quote!(#ROUTE_ACTION::Forward(&self.#field, &#policy))
         }
         Action::Direct { status, body } => {

@@ -132,13 +132,20 @@ fn render_route(topology: &Topology, route: &Route) -> String {
     }
     text.push_str(" -> ");
     match &route.action {
-        Action::Forward { cluster, timeout } => {
+        Action::Forward {
+            cluster,
+            timeout,
+            upgrades,
+        } => {
             let timeout = timeout.map_or_else(|| "none".to_owned(), duration);
             let _ = write!(
                 text,
                 "cluster {} (timeout {timeout})",
                 ident_string(&topology.cluster(*cluster).name)
             );
+            if !upgrades.value.is_empty() {
+                let _ = write!(text, ", upgrades [{}]", upgrades.value.join(", "));
+            }
         }
         Action::Direct { status, body } => {
             let _ = write!(text, "direct_response {status}");

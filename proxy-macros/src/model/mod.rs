@@ -185,14 +185,20 @@ mod tests {
             .map(|domain| domain.value.pattern())
             .collect();
         assert_eq!(domains, ["example.org", "*.example.org", "api.*", "*"]);
-        let Action::Forward { cluster, timeout } = &vhost.routes[0].action else {
+        let Action::Forward {
+            cluster, timeout, ..
+        } = &vhost.routes[0].action
+        else {
             panic!("not a forward")
         };
         assert_eq!(
             (*cluster, *timeout),
             (ClusterId(1), Some(std::time::Duration::from_millis(1500)))
         );
-        let Action::Forward { cluster, timeout } = &vhost.routes[1].action else {
+        let Action::Forward {
+            cluster, timeout, ..
+        } = &vhost.routes[1].action
+        else {
             panic!("not a forward")
         };
         assert_eq!((*cluster, *timeout), (ClusterId(0), None));

@@ -53,6 +53,8 @@ pub enum Action {
     Forward {
         cluster: ClusterId,
         timeout: Option<Duration>,
+        /// Upgrade protocols tunnelled after a `101` (lowercase), e.g. `websocket`.
+        upgrades: Located<Vec<String>>,
     },
     Direct {
         status: u16,
@@ -479,17 +481,49 @@ fn forward(cx: &Ctxt, scope: &Scope<'_>, action: &syntax::Action) -> Option<Acti
     };
     // A bad timeout is reported but keeps the route: what it forwards to is known.
     let mut timeout = Some(DEFAULT_ROUTE_TIMEOUT);
+    let mut upgrades = Located::new(Vec::new(), &action.name);
     let mut fields = Fields::new(Block::RoutePolicy);
     for entry in body_entries(action) {
-        // `timeout` is the only key.
-        if let Some((_, value)) = fields.entry(cx, entry) {
+        let Some((key, value)) = fields.entry(cx, entry) else {
+            continue;
+        };
+        if key == symbol::UPGRADES {
+            if let Some(list) = upgrade_list(cx, value) {
+                upgrades = Located::new(list, value);
+            }
+        } else {
             timeout = value::optional_duration(cx, value).unwrap_or(timeout);
         }
     }
     Some(Action::Forward {
         cluster: cluster?,
         timeout,
+        upgrades,
     })
+}
+
+/// `upgrades: ["websocket"]`: `Upgrade` protocol names, which are HTTP tokens.
+fn upgrade_list(cx: &Ctxt, value: &Value) -> Option<Vec<String>> {
+    let list = value::list(cx, value)?;
+    let mut names = Vec::new();
+    for item in &list.items {
+        let lit = value::string(cx, item)?;
+        let name = lit.value().to_ascii_lowercase();
+        // An HTTP token, optionally `name/version` (RFC 9110 §7.8).
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b);
+        if name.is_empty() || !name.bytes().all(token) {
+            cx.error_spanned_by(
+                lit,
+                diag::with_help(
+                    format!("invalid upgrade protocol {:?}", lit.value()),
+                    r#"write the `Upgrade` header's protocol, e.g. "websocket""#,
+                ),
+            );
+            return None;
+        }
+        names.push(name);
+    }
+    Some(names)
 }
 
 pub(crate) fn resolve(cx: &Ctxt, scope: &Scope<'_>, name: &Ident) -> Option<ClusterId> {

@@ -86,14 +86,7 @@ impl Server {
         listener: &ListenerConfig,
         pipeline: &'static P,
     ) -> Result<BindAddress, ServeError> {
-        let bound = BoundListener::bind(listener).map_err(|source| ServeError::Bind {
-            listener: listener.name(),
-            source,
-        })?;
-        if let Some(path) = bound.unix_path() {
-            self.socket_paths.push(path.to_path_buf());
-        }
-        let address = bound.local_address(listener.bind_address());
+        let (bound, address) = self.bind(listener)?;
         tracing::info!(listener = listener.name(), %address, "listening");
         let stats = Arc::new(ListenerStats::default());
         self.listener_stats
@@ -108,6 +101,23 @@ impl Server {
         );
         self.accept_loops.push(tokio::spawn(accept));
         Ok(address)
+    }
+
+    /// Binds `listener` for any listener kind, registering a Unix socket file for removal
+    /// at shutdown. Returns the address actually bound.
+    pub(crate) fn bind(
+        &mut self,
+        listener: &ListenerConfig,
+    ) -> Result<(BoundListener, BindAddress), ServeError> {
+        let bound = BoundListener::bind(listener).map_err(|source| ServeError::Bind {
+            listener: listener.name(),
+            source,
+        })?;
+        if let Some(path) = bound.unix_path() {
+            self.socket_paths.push(path.to_path_buf());
+        }
+        let address = bound.local_address(listener.bind_address());
+        Ok((bound, address))
     }
 
     /// Runs `task` until shutdown; for periodic work off the request path.

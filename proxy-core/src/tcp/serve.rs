@@ -34,21 +34,14 @@ impl Server {
         filters: F,
         proxy: TcpProxy,
     ) -> Result<BindAddress, ServeError> {
-        let bound = BoundListener::bind(listener).map_err(|source| ServeError::Bind {
-            listener: listener.name(),
-            source,
-        })?;
-        if let Some(path) = bound.unix_path() {
-            self.socket_paths.push(path.to_path_buf());
-            if proxy.options().has_ip_rules() {
-                tracing::warn!(
-                    listener = listener.name(),
-                    "source_ips and destination_ports do not apply on a Unix socket listener; \
-                     use the socket's file mode to restrict clients"
-                );
-            }
+        let (bound, address) = self.bind(listener)?;
+        if bound.unix_path().is_some() && proxy.options().has_ip_rules() {
+            tracing::warn!(
+                listener = listener.name(),
+                "source_ips and destination_ports do not apply on a Unix socket listener; \
+                 use the socket's file mode to restrict clients"
+            );
         }
-        let address = bound.local_address(listener.bind_address());
         tracing::info!(
             listener = listener.name(),
             %address,

@@ -46,23 +46,7 @@ impl<'a> Fields<'a> {
             cx.error_at(key.span(), unknown_key(self.block, key));
             return None;
         }
-        if let Some(first) = self.keys.iter().find(|first| **first == key) {
-            cx.push(diag::duplicate(
-                key,
-                first,
-                format!("duplicate key `{key}`"),
-                key,
-            ));
-            return None;
-        }
-        self.keys.push(key);
-        match &field.value {
-            Ok(value) => Some(value),
-            Err(error) => {
-                cx.push(error.clone());
-                None
-            }
-        }
+        self.add_unchecked(cx, field)
     }
 
     /// As [`Fields::add`] for a block whose keys the caller checks itself (a built-in

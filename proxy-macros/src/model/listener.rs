@@ -107,14 +107,7 @@ impl Listener {
                 }
                 Ok(ListenerEntry::Tcp(block)) => {
                     if http.is_some() || listener.tcp.is_some() {
-                        let message = "a listener has one `http` block or one `tcp` block";
-                        cx.error_spanned_by(
-                            block.kw,
-                            diag::with_help(
-                                message,
-                                "use a second listener for the other protocol",
-                            ),
-                        );
+                        one_protocol(cx, block.kw);
                         listener.unresolved = true;
                         continue;
                     }
@@ -128,14 +121,7 @@ impl Listener {
                 }
                 Ok(ListenerEntry::Http(block)) => {
                     if listener.tcp.is_some() {
-                        let message = "a listener has one `http` block or one `tcp` block";
-                        cx.error_spanned_by(
-                            block.kw,
-                            diag::with_help(
-                                message,
-                                "use a second listener for the other protocol",
-                            ),
-                        );
+                        one_protocol(cx, block.kw);
                         listener.unresolved = true;
                         continue;
                     }
@@ -218,6 +204,15 @@ impl Listener {
         }
         listener
     }
+}
+
+/// A second protocol block in one listener.
+fn one_protocol(cx: &Ctxt, keyword: impl quote::ToTokens) {
+    let message = "a listener has one `http` block or one `tcp` block";
+    cx.error_spanned_by(
+        keyword,
+        diag::with_help(message, "use a second listener for the other protocol"),
+    );
 }
 
 /// Permission bits for a Unix listening socket, written in octal as `chmod` takes them.

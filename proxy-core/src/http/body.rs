@@ -263,6 +263,14 @@ impl ResponseBody {
         }
     }
 
+    /// The bytes of a body built whole by the proxy (a local reply); `None` otherwise.
+    pub(crate) fn as_full_bytes(&self) -> Option<&Bytes> {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.as_ref(),
+            _ => None,
+        }
+    }
+
     /// `inner` with a filter chain's response-body hooks applied.
     pub(crate) fn filtered(
         body: impl Body<Data = Bytes, Error = hyper::Error> + Send + 'static,

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use super::body::{BodyOutcome, RequestBodyFilter};
 use super::filtered::{Exchange, FilteredBody, RequestBytes};
+use super::grpc;
 use super::headers::{into_upstream_form, prepare_response, sanitize_request};
 use super::local_reply::plain_text;
 use super::{LocalReply, RequestBody, ResponseBody};
@@ -77,6 +78,7 @@ pub async fn exchange<C: HttpFilter>(
     let is_head = parts.method == http::Method::HEAD;
     let mut state = C::State::default();
 
+    let grpc = grpc::is_grpc(&parts.headers);
     // Taken before the hop-by-hop rules remove `Upgrade` and `Connection`.
     let upgrade = Upgrade::requested(&mut parts);
     sanitize_request(&mut parts, downstream);
@@ -84,13 +86,17 @@ pub async fn exchange<C: HttpFilter>(
         .on_request_headers(&mut state, &mut parts, &info)
         .await
     {
-        Flow::Respond(response) => {
-            let flags = response_flags(&response);
-            Outcome::local(response, flags)
-        }
+        Flow::Respond(response) => Outcome::refusal(response),
         Flow::Continue => act(chain, route.action, parts, body, downstream, upgrade).await,
     };
 
+    if grpc && outcome.proxy_error {
+        // As Envoy does for local replies: gRPC clients read `grpc-status`, not the HTTP
+        // status, so the filters below see (and the client gets) a gRPC response.
+        let response =
+            std::mem::replace(&mut outcome.response, Response::new(ResponseBody::empty()));
+        outcome.response = grpc::into_grpc_reply(response, outcome.deadline_exceeded);
+    }
     let (mut head, mut body) = outcome.response.into_parts();
     if let Flow::Respond(replacement) = chain
         .on_response_headers(&mut state, &mut head, &info)
@@ -141,6 +147,11 @@ struct Outcome {
     flags: &'static str,
     upstream: Option<&'static Endpoint>,
     request_bytes: RequestBytes,
+    /// The proxy answered in place of an upstream or an action (a local reply, a filter's
+    /// refusal): for a gRPC request it becomes a gRPC status.
+    proxy_error: bool,
+    /// The route timeout that fired was the request's own `grpc-timeout`.
+    deadline_exceeded: bool,
 }
 
 impl Outcome {
@@ -150,6 +161,17 @@ impl Outcome {
             flags,
             upstream: None,
             request_bytes: RequestBytes::Known(0),
+            proxy_error: false,
+            deadline_exceeded: false,
+        }
+    }
+
+    /// A reply the proxy made instead of an answer (see [`Outcome::proxy_error`]).
+    fn refusal(response: Response<ResponseBody>) -> Self {
+        let flags = response_flags(&response);
+        Self {
+            proxy_error: true,
+            ..Self::local(response, flags)
         }
     }
 
@@ -162,7 +184,10 @@ impl Outcome {
             LocalReply::UpstreamTimeout => &stats.upstream_timeout,
         };
         counter.inc();
-        Self::local(reply.into_response(), reply.flag())
+        Self {
+            proxy_error: true,
+            ..Self::local(reply.into_response(), reply.flag())
+        }
     }
 }
 
@@ -187,10 +212,10 @@ async fn act<C: HttpFilter>(
         };
         if !allowed {
             downstream.stats.downstream_rq_ws_on_non_ws_route.inc();
-            return Outcome::local(
-                plain_text(StatusCode::FORBIDDEN, "upgrade not allowed on this route\n"),
-                "",
-            );
+            return Outcome::refusal(plain_text(
+                StatusCode::FORBIDDEN,
+                "upgrade not allowed on this route\n",
+            ));
         }
     }
     match action {
@@ -217,6 +242,12 @@ async fn forward<C: HttpFilter>(
     let Some(endpoint) = cluster.pick() else {
         return Outcome::reply(LocalReply::NoHealthyUpstream, &downstream.stats);
     };
+    // A gRPC caller's own deadline bounds the wait when it is the shorter one.
+    let (timeout, deadline_bound) = match (policy.timeout, grpc::timeout(&parts.headers)) {
+        (Some(route), Some(deadline)) if deadline < route => (Some(deadline), true),
+        (None, Some(deadline)) => (Some(deadline), true),
+        (route, _) => (route, false),
+    };
     into_upstream_form(&mut parts, cluster.options().protocol);
     if let Some(upgrade) = &upgrade {
         upgrade.restore_request_headers(&mut parts.headers);
@@ -227,20 +258,24 @@ async fn forward<C: HttpFilter>(
     let request = Request::from_parts(parts, body);
     let _in_flight = GaugeGuard::new(&cluster.stats().upstream_rq_active);
     let sent = cluster.send(endpoint, request);
-    let (result, request_bytes) = match within_route_timeout(sent, policy.timeout, body_outcome)
-        .await
-    {
+    let (result, request_bytes) = match within_route_timeout(sent, timeout, body_outcome).await {
         RouteWait::Response(result, request_bytes) => (result, request_bytes),
-        RouteWait::Rejected(response) => {
-            let flags = response_flags(&response);
-            return Outcome::local(response, flags);
-        }
+        RouteWait::Rejected(response) => return Outcome::refusal(response),
         RouteWait::TimedOut => {
             // Dropping the send closes that upstream connection: it has a request in
             // flight whose response nobody will read.
             cluster.stats().upstream_rq_timeout.inc();
-            tracing::debug!(route = policy.name, cluster = cluster.name(), timeout = ?policy.timeout, "upstream timeout");
-            return Outcome::reply(LocalReply::UpstreamTimeout, &downstream.stats);
+            tracing::debug!(
+                route = policy.name,
+                cluster = cluster.name(),
+                ?timeout,
+                "upstream timeout"
+            );
+            let reply = Outcome::reply(LocalReply::UpstreamTimeout, &downstream.stats);
+            return Outcome {
+                deadline_exceeded: deadline_bound,
+                ..reply
+            };
         }
     };
     let mut outcome = match result {

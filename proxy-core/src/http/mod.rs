@@ -9,6 +9,7 @@
 mod body;
 mod exchange;
 mod filtered;
+mod grpc;
 mod headers;
 mod local_reply;
 mod request_id;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test suite. Installs the real peers the suites need (nginx, curl,
-# redis-server with redis-cli, Python websockets) when they are missing, then: format
-# check, clippy, release build of the apps the end-to-end suites run, and `cargo test`
+# redis-server with redis-cli, Python websockets and grpcio) when they are missing, then:
+# format check, clippy, release build of the apps the end-to-end suites run, and `cargo test`
 # over the whole workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,12 @@ fi
 if ! python3 -c 'import websockets' >/dev/null 2>&1; then
   echo "==> installing the Python websockets package"
   python3 -m pip install -q websockets
+fi
+
+# The gRPC suite's client and server (PyPI `grpcio`; raw-bytes handlers, no generated stubs).
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+  echo "==> installing the Python grpcio package"
+  python3 -m pip install -q grpcio
 fi
 
 echo "==> cargo fmt --check"

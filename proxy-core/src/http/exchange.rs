@@ -242,8 +242,12 @@ async fn forward<C: HttpFilter>(
     let Some(endpoint) = cluster.pick() else {
         return Outcome::reply(LocalReply::NoHealthyUpstream, &downstream.stats);
     };
-    // A gRPC caller's own deadline bounds the wait when it is the shorter one.
-    let (timeout, deadline_bound) = match (policy.timeout, grpc::timeout(&parts.headers)) {
+    // A gRPC caller's own deadline bounds the wait when it is the shorter one (only for
+    // gRPC requests, as Envoy: the header means nothing to other protocols).
+    let deadline = grpc::is_grpc(&parts.headers)
+        .then(|| grpc::timeout(&parts.headers))
+        .flatten();
+    let (timeout, deadline_bound) = match (policy.timeout, deadline) {
         (Some(route), Some(deadline)) if deadline < route => (Some(deadline), true),
         (None, Some(deadline)) => (Some(deadline), true),
         (route, _) => (route, false),

@@ -84,7 +84,8 @@ pub(crate) fn into_grpc_reply(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    head.headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    head.headers
+        .insert("grpc-status", HeaderValue::from(u16::from(code)));
     if let Ok(message) = HeaderValue::try_from(percent_encode(&message)) {
         head.headers.insert("grpc-message", message);
     }

@@ -25,6 +25,7 @@ pub use ::http::{Request, Response};
 pub use ::hyper::body::Incoming;
 
 pub use crate::tcp::{IpNet, Ipv4Net, Ipv6Net, NetworkFilter, TcpProxy, TcpProxyOptions};
+pub use crate::tls::{CertificateSpec, ServerTlsSpec, TlsVersion, UpstreamTlsSpec};
 
 /// As [`http_filter`], for a `tcp { filters: [..] }` entry.
 #[inline(always)]

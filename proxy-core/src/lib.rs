@@ -44,6 +44,7 @@ pub mod route;
 pub mod server;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 pub mod topology;
 pub mod upstream;
 

@@ -1,4 +1,4 @@
-//! Byte streams over TCP or Unix sockets, for both sides of the proxy.
+//! Byte streams over TCP or Unix sockets, with or without TLS, for both sides of the proxy.
 
 use std::io;
 use std::pin::Pin;
@@ -8,11 +8,30 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 /// A connected transport. An enum rather than a boxed trait object: one HTTP connection
-/// type serves both transports without a virtual call per read or write.
+/// type serves every transport without a virtual call per read or write.
+///
+/// The TLS variants wrap a plain stream. They are boxed because a rustls connection is
+/// large; plaintext connections keep the enum small.
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TLS terminated by this proxy (a downstream connection).
+    TlsServer(Box<tokio_rustls::server::TlsStream<Stream>>),
+    /// TLS originated by this proxy (an upstream connection).
+    TlsClient(Box<tokio_rustls::client::TlsStream<Stream>>),
+}
+
+impl Stream {
+    /// The TCP socket underneath, through any TLS layer; `None` over a Unix socket.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(stream) => Some(stream),
+            Stream::Unix(_) => None,
+            Stream::TlsServer(tls) => tls.get_ref().0.tcp(),
+            Stream::TlsClient(tls) => tls.get_ref().0.tcp(),
+        }
+    }
 }
 
 macro_rules! delegate {
@@ -23,6 +42,14 @@ macro_rules! delegate {
                 $e
             }
             Stream::Unix($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::TlsServer($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::TlsClient($s) => {
                 let $s = Pin::new($s);
                 $e
             }
@@ -61,6 +88,8 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Tcp(s) => s.is_write_vectored(),
             Stream::Unix(s) => s.is_write_vectored(),
+            Stream::TlsServer(s) => s.is_write_vectored(),
+            Stream::TlsClient(s) => s.is_write_vectored(),
         }
     }
 

@@ -42,6 +42,11 @@ impl Gauge {
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// Replaces the value; for gauges computed rather than counted (certificate expiry).
+    #[inline]
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
 }
 
 /// Decrements a gauge when dropped, so every exit path of a connection or request
@@ -181,5 +186,66 @@ stats_struct! {
         downstream_cx_drain_close: Counter,
         downstream_cx_error: Counter,
         upstream_cx_error: Counter,
+    }
+}
+
+/// `<listener or cluster prefix>.ssl.*`: TLS handshakes on one listener (downstream, TLS
+/// terminated here) or one cluster (upstream, TLS originated here). Counted once per
+/// handshake, never per request. Envoy's names where Envoy has the counter; the
+/// `fail_*` breakdown of `connection_error` is ours.
+///
+/// | counter | counts |
+/// |---|---|
+/// | `handshake` | completed handshakes |
+/// | `session_reused` | completed handshakes that resumed a session |
+/// | `no_certificate` | completed downstream handshakes without a client certificate |
+/// | `connection_error` | failed handshakes, except certificate-verification failures (Envoy's meaning) |
+/// | `fail_verify_no_cert` | the peer sent no certificate and one is required |
+/// | `fail_verify_error` | the peer's certificate failed verification (unknown CA, expired, wrong name, ...) |
+/// | `fail_handshake_timeout` | the handshake did not finish within its timeout (also `connection_error`) |
+/// | `fail_incompatible` | no common protocol version, cipher suite or ALPN protocol (also `connection_error`) |
+/// | `fail_peer_alert` | the peer aborted with an alert, e.g. it rejected our certificate (also `connection_error`) |
+/// | `fail_protocol` | malformed or unexpected TLS messages (also `connection_error`) |
+/// | `fail_io` | the transport failed or closed mid-handshake (also `connection_error`) |
+/// | `versions.TLSv1.2`, `versions.TLSv1.3` | completed handshakes by negotiated version |
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    pub handshake: Counter,
+    pub session_reused: Counter,
+    pub no_certificate: Counter,
+    pub connection_error: Counter,
+    pub fail_verify_no_cert: Counter,
+    pub fail_verify_error: Counter,
+    pub fail_handshake_timeout: Counter,
+    pub fail_incompatible: Counter,
+    pub fail_peer_alert: Counter,
+    pub fail_protocol: Counter,
+    pub fail_io: Counter,
+    pub versions_tls1_2: Counter,
+    pub versions_tls1_3: Counter,
+}
+
+impl TlsStats {
+    /// Appends `prefix.ssl.name value` lines with Envoy's names, e.g.
+    /// `listener.edge.ssl.versions.TLSv1.3: 12`.
+    pub fn render(&self, prefix: &str, out: &mut String) {
+        let rows: [(&str, &Counter); 13] = [
+            ("handshake", &self.handshake),
+            ("session_reused", &self.session_reused),
+            ("no_certificate", &self.no_certificate),
+            ("connection_error", &self.connection_error),
+            ("fail_verify_no_cert", &self.fail_verify_no_cert),
+            ("fail_verify_error", &self.fail_verify_error),
+            ("fail_handshake_timeout", &self.fail_handshake_timeout),
+            ("fail_incompatible", &self.fail_incompatible),
+            ("fail_peer_alert", &self.fail_peer_alert),
+            ("fail_protocol", &self.fail_protocol),
+            ("fail_io", &self.fail_io),
+            ("versions.TLSv1.2", &self.versions_tls1_2),
+            ("versions.TLSv1.3", &self.versions_tls1_3),
+        ];
+        for (name, counter) in rows {
+            let _ = writeln!(out, "{prefix}.ssl.{name}: {}", counter.get());
+        }
     }
 }

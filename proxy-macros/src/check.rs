@@ -66,6 +66,7 @@ pub fn check(cx: &Ctxt, topology: &Topology) {
             }
         }
     }
+    tls_placement(cx, topology);
     distinct_binds(cx, topology);
     clusters_used(cx, topology);
 }
@@ -182,6 +183,53 @@ fn upgrades_over_http1(cx: &Ctxt, topology: &Topology, route: &Route) {
             upgrades,
             diag::with_help(message, "route upgrades to an `http1` cluster"),
         );
+    }
+}
+
+/// TLS is not (yet) spoken by the L4 proxy, so `tls` on a `tcp` listener or on a cluster a
+/// `tcp` listener uses would silently be plaintext; and a Unix-socket endpoint has no host
+/// name to check the certificate against unless `sni` gives one.
+fn tls_placement(cx: &Ctxt, topology: &Topology) {
+    for listener in &topology.listeners {
+        let Some(tcp) = &listener.tcp else { continue };
+        if let Some(tls) = &listener.tls {
+            cx.error_spanned_by(
+                &tls.tokens,
+                diag::with_help(
+                    "a `tcp` listener cannot terminate TLS yet",
+                    "use an `http` listener, or pass TLS through to the upstream",
+                ),
+            );
+        }
+        if let Some(cluster) = tcp.cluster.map(|id| topology.cluster(id)) {
+            if let Some(tls) = &cluster.tls {
+                let message = format!(
+                    "cluster `{}` has `tls`, but the `tcp` listener `{}` would reach it in plaintext",
+                    cluster.name, listener.name
+                );
+                cx.error_spanned_by(&tls.tokens, diag::with_help(message, "the L4 proxy does not originate TLS yet: use a separate cluster without `tls`"));
+            }
+        }
+    }
+    for cluster in &topology.clusters {
+        let Some(tls) = &cluster.tls else { continue };
+        if tls.sni.is_some() {
+            continue;
+        }
+        if let Some(pipe) = cluster
+            .endpoints
+            .iter()
+            .find(|endpoint| endpoint.value.is_fixed_unix())
+        {
+            let message = format!(
+                "cluster `{}` uses TLS over a Unix socket, which has no host name to verify",
+                cluster.name
+            );
+            cx.error_spanned_by(
+                pipe,
+                diag::with_help(message, r#"add sni: "the.server.name" to its `tls`"#),
+            );
+        }
     }
 }
 

@@ -97,6 +97,22 @@ pub const DESTINATION_PORTS: Symbol = Symbol("destination_ports");
 pub const FILTERS: Symbol = Symbol("filters");
 pub const DISABLE: Symbol = Symbol("disable");
 
+// TLS (`tls: { .. }` on listeners and clusters).
+pub const TLS: Symbol = Symbol("tls");
+pub const CERT: Symbol = Symbol("cert");
+pub const KEY: Symbol = Symbol("key");
+pub const SNI: Symbol = Symbol("sni");
+pub const CERTIFICATES: Symbol = Symbol("certificates");
+pub const CERTIFICATE: Symbol = Symbol("certificate");
+pub const CLIENT_CA: Symbol = Symbol("client_ca");
+pub const REQUIRE_CLIENT_CERT: Symbol = Symbol("require_client_cert");
+pub const MIN_VERSION: Symbol = Symbol("min_version");
+pub const HANDSHAKE_TIMEOUT: Symbol = Symbol("handshake_timeout");
+pub const RELOAD_INTERVAL: Symbol = Symbol("reload_interval");
+pub const CA: Symbol = Symbol("ca");
+pub const CLIENT_CERT: Symbol = Symbol("client_cert");
+pub const CLIENT_KEY: Symbol = Symbol("client_key");
+
 // Address forms.
 pub const ENV: Symbol = Symbol("env");
 pub const PIPE: Symbol = Symbol("pipe");
@@ -122,13 +138,17 @@ pub enum Block {
     /// A built-in filter's `{ .. }` block; its keys depend on the filter, so the model
     /// checks them against the filter's schema.
     Filter,
+    /// A listener's `tls: { .. }`: downstream TLS termination.
+    ListenerTls,
+    /// A cluster's `tls: { .. }`: upstream TLS origination.
+    ClusterTls,
 }
 
 impl Block {
     /// The `key: value` entries this block accepts.
     pub fn keys(self) -> &'static [Symbol] {
         match self {
-            Block::Listener => &[BIND, SOCKET_MODE],
+            Block::Listener => &[BIND, SOCKET_MODE, TLS],
             Block::Http => &[FILTERS],
             Block::Tcp => &[
                 CLUSTER,
@@ -148,9 +168,22 @@ impl Block {
                 PROTOCOL,
                 MAX_IDLE_PER_ENDPOINT,
                 IDLE_TIMEOUT,
+                TLS,
             ],
             Block::RoutePolicy => &[TIMEOUT, UPGRADES, FILTERS, DISABLE],
             Block::Filter => &[],
+            Block::ListenerTls => &[
+                CERT,
+                KEY,
+                SNI,
+                CERTIFICATES,
+                CLIENT_CA,
+                REQUIRE_CLIENT_CERT,
+                MIN_VERSION,
+                HANDSHAKE_TIMEOUT,
+                RELOAD_INTERVAL,
+            ],
+            Block::ClusterTls => &[SNI, CA, CLIENT_CERT, CLIENT_KEY, MIN_VERSION],
             Block::Redirect => &[
                 FILTERS,
                 DISABLE,
@@ -171,9 +204,7 @@ impl Block {
             Block::Listener => &[HTTP, TCP],
             Block::Http => &[VIRTUAL_HOST],
             Block::VirtualHost => &[ROUTE],
-            Block::Cluster | Block::RoutePolicy | Block::Redirect | Block::Filter | Block::Tcp => {
-                &[]
-            }
+            _ => &[],
         }
     }
 
@@ -188,6 +219,8 @@ impl Block {
             Block::RoutePolicy => "a route's `{ .. }` block",
             Block::Redirect => "a `redirect { .. }` block",
             Block::Filter => "a filter's `{ .. }` block",
+            Block::ListenerTls => "a listener's `tls: { .. }`",
+            Block::ClusterTls => "a cluster's `tls: { .. }`",
         }
     }
 

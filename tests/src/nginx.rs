@@ -19,6 +19,8 @@ enum Listen {
     Tcp,
     /// HTTP/2 without TLS: nginx then speaks h2c with prior knowledge only.
     H2c,
+    /// HTTPS: the body must name `ssl_certificate` and `ssl_certificate_key`.
+    Tls,
     Unix,
 }
 
@@ -143,6 +145,11 @@ impl NginxBuilder {
         self.add(name, Listen::H2c, body)
     }
 
+    /// A server on a free 127.0.0.1 port speaking HTTPS (HTTP/1.1 and h2 by ALPN).
+    pub fn tls(self, name: &str, body: &str) -> Self {
+        self.add(name, Listen::Tls, body)
+    }
+
     /// A server on the Unix socket `<dir>/<name>.sock`.
     pub fn unix(self, name: &str, body: &str) -> Self {
         self.add(name, Listen::Unix, body)
@@ -173,7 +180,7 @@ impl NginxBuilder {
                 .iter()
                 .map(|spec| {
                     let addr = match spec.listen {
-                        Listen::Tcp | Listen::H2c => {
+                        Listen::Tcp | Listen::H2c | Listen::Tls => {
                             Address::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())))
                         }
                         Listen::Unix => Address::Unix(self.dir.join(format!("{}.sock", spec.name))),
@@ -256,6 +263,7 @@ impl NginxBuilder {
         for (spec, addr) in servers {
             let listen = match (addr, spec.listen) {
                 (Address::Tcp(addr), Listen::H2c) => format!("{addr} http2"),
+                (Address::Tcp(addr), Listen::Tls) => format!("{addr} ssl http2"),
                 (Address::Tcp(addr), _) => addr.to_string(),
                 (Address::Unix(path), _) => format!("unix:{}", path.display()),
             };

@@ -20,8 +20,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::EndpointAddress;
 use crate::http::{RequestBody, ResponseBody};
-use crate::stats::ClusterStats;
-use crate::upstream::{ConnectError, connect};
+use crate::stats::{ClusterStats, TlsStats};
+use crate::tls::{ClusterTls, UpstreamTls};
+use crate::upstream::{ConnectError, connect, connect_tls};
 
 /// Tries of one request over HTTP/2 when connections hand it back unsent.
 const HTTP2_ATTEMPTS: u32 = 3;
@@ -95,6 +96,10 @@ pub struct Cluster {
     options: ClusterOptions,
     next: AtomicUsize,
     stats: Arc<ClusterStats>,
+    /// TLS origination, when the cluster has `tls` settings. Kept here rather than in
+    /// [`ClusterOptions`], which stays `Copy` and `const`: TLS settings are loaded from
+    /// files at start-up and carry per-cluster handshake counters.
+    tls: Option<ClusterTls>,
 }
 
 impl Cluster {
@@ -114,7 +119,55 @@ impl Cluster {
             options,
             next: AtomicUsize::new(0),
             stats: Arc::default(),
+            tls: None,
         }
+    }
+
+    /// Originates TLS to every endpoint with `tls`, offering ALPN for the cluster's
+    /// protocol. Each endpoint's server name is `tls`'s `sni`, else its IP address; a
+    /// Unix-socket endpoint without `sni` fails to connect (502 `UF`).
+    /// [`Inputs::cluster_tls`](crate::config::Inputs::cluster_tls) also uses the host
+    /// names endpoints were resolved from, and reports a missing name at start-up.
+    pub fn tls(self, tls: Arc<UpstreamTls>) -> Self {
+        self.tls_with_hosts(tls, |_| None)
+    }
+
+    pub(crate) fn tls_with_hosts<'h>(
+        mut self,
+        tls: Arc<UpstreamTls>,
+        hosts: impl Fn(&EndpointAddress) -> Option<&'h str>,
+    ) -> Self {
+        let addresses = self.endpoints.iter().map(Endpoint::address);
+        let cluster_tls = ClusterTls::new(tls, self.options.protocol, addresses, hosts);
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            if cluster_tls.server_name(index).is_none() {
+                tracing::warn!(
+                    cluster = self.name,
+                    endpoint = %endpoint.address(),
+                    "no TLS server name for this endpoint; set `sni`"
+                );
+            }
+        }
+        self.tls = Some(cluster_tls);
+        self
+    }
+
+    /// The TLS settings this cluster originates with, if any.
+    pub fn tls_settings(&self) -> Option<&Arc<UpstreamTls>> {
+        self.tls.as_ref().map(ClusterTls::upstream)
+    }
+
+    /// Upstream TLS handshake counters (`cluster.<name>.ssl.*`), if the cluster
+    /// originates TLS.
+    pub fn tls_stats(&self) -> Option<&TlsStats> {
+        self.tls.as_ref().map(ClusterTls::stats)
+    }
+
+    /// Whether endpoint `index` has a TLS server name (always, without TLS).
+    pub(crate) fn has_tls_server_name(&self, index: usize) -> bool {
+        self.tls
+            .as_ref()
+            .is_none_or(|tls| tls.server_name(index).is_some())
     }
 
     pub fn name(&self) -> &'static str {
@@ -285,7 +338,19 @@ impl Cluster {
     }
 
     async fn dial(&self, endpoint: &Endpoint) -> Result<crate::net::Stream, ConnectError> {
-        match connect(endpoint.address(), self.options.connect_timeout).await {
+        let timeout = self.options.connect_timeout;
+        let dialled = match &self.tls {
+            None => connect(endpoint.address(), timeout).await,
+            Some(tls) => {
+                let index = self
+                    .endpoints
+                    .iter()
+                    .position(|candidate| std::ptr::eq(candidate, endpoint));
+                let server_name = index.and_then(|index| tls.server_name(index));
+                connect_tls(endpoint.address(), timeout, tls, server_name).await
+            }
+        };
+        match dialled {
             Ok(stream) => {
                 self.stats.upstream_cx_total.inc();
                 Ok(stream)

@@ -50,6 +50,9 @@ pub struct Inputs {
     lookup: EnvLookup,
     errors: Vec<InputError>,
     resolved: Vec<(String, String)>,
+    /// The host name each endpoint resolved from a name was written with: the default
+    /// TLS server name of a cluster's endpoint ([`Inputs::cluster_tls`]).
+    endpoint_hosts: Vec<(EndpointAddress, String)>,
 }
 
 impl Default for Inputs {
@@ -79,6 +82,7 @@ impl Inputs {
             lookup: Box::new(lookup),
             errors: Vec::new(),
             resolved: Vec::new(),
+            endpoint_hosts: Vec::new(),
         }
     }
 
@@ -125,11 +129,24 @@ impl Inputs {
     pub fn endpoint_env(&mut self, var: &str, default: &str) -> EndpointAddress {
         let value = self.value(var, default);
         match EndpointAddress::resolve(&value) {
-            Ok(addr) => addr,
+            Ok(addr) => {
+                self.remember_host(&value, &addr);
+                addr
+            }
             Err(e) => {
                 self.record(var, value, EndpointAddress::EXPECTED, Some(e.to_string()));
                 EndpointAddress::placeholder()
             }
+        }
+    }
+
+    /// Notes the host of a `host:port` endpoint (not an IP literal or a Unix path).
+    fn remember_host(&mut self, written: &str, address: &EndpointAddress) {
+        if written.starts_with("unix:") || written.parse::<std::net::SocketAddr>().is_ok() {
+            return;
+        }
+        if let Some((host, _port)) = written.rsplit_once(':') {
+            self.endpoint_hosts.push((address.clone(), host.to_owned()));
         }
     }
 
@@ -154,7 +171,10 @@ impl Inputs {
     /// at start-up. IP literals never come here: the macro builds them as constants.
     pub fn resolve_host(&mut self, host_port: &str) -> EndpointAddress {
         match EndpointAddress::resolve(host_port) {
-            Ok(addr) => addr,
+            Ok(addr) => {
+                self.remember_host(host_port, &addr);
+                addr
+            }
             Err(e) => {
                 self.record(
                     "endpoint",
@@ -203,6 +223,105 @@ impl Inputs {
                     reason,
                 );
                 crate::filter::builtin::AccessLog::stdout(format)
+            }
+        }
+    }
+
+    /// A file path from `env(VAR, default)` (TLS certificates and keys): any non-empty
+    /// path; the file itself is read by the method that uses it.
+    pub fn path_env(&mut self, var: &str, default: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(self.value(var, default))
+    }
+
+    /// A listener's `tls { .. }`: reads and checks every file now. A problem (a missing
+    /// or unreadable file, no certificate or key in it, a key that does not match its
+    /// certificate, an expired certificate, ...) is recorded, naming the file, and
+    /// `None` returned; the proxy then stops before it serves.
+    pub fn server_tls(
+        &mut self,
+        spec: crate::tls::ServerTlsSpec,
+    ) -> Option<std::sync::Arc<crate::tls::ServerTls>> {
+        self.tls_input("tls", crate::tls::ServerTls::load(spec))
+    }
+
+    /// `listener` with `tls { .. }` loaded from `spec` (see [`Inputs::server_tls`]). On a
+    /// recorded problem the listener is returned without TLS; it is never bound, because
+    /// the launcher refuses to serve when any input failed.
+    pub fn listener_tls(
+        &mut self,
+        listener: crate::listener::ListenerConfig,
+        spec: crate::tls::ServerTlsSpec,
+    ) -> crate::listener::ListenerConfig {
+        let source = format!("listener `{}` tls", listener.name());
+        match self.tls_input(&source, crate::tls::ServerTls::load(spec)) {
+            Some(tls) => listener.tls(tls),
+            None => listener,
+        }
+    }
+
+    /// A cluster's `tls { .. }`: reads and checks every file now, recording a problem
+    /// (naming the file) and returning `None`.
+    pub fn upstream_tls(
+        &mut self,
+        spec: crate::tls::UpstreamTlsSpec,
+    ) -> Option<std::sync::Arc<crate::tls::UpstreamTls>> {
+        self.tls_input("tls", crate::tls::UpstreamTls::load(spec))
+    }
+
+    /// `cluster` originating TLS with `spec`. Each endpoint's server name is the
+    /// spec's `sni`, else the host name the endpoint was written with (when it was
+    /// resolved through these inputs), else its IP address. A Unix-socket endpoint
+    /// without `sni` has none: that is recorded as a problem.
+    pub fn cluster_tls(
+        &mut self,
+        cluster: crate::cluster::Cluster,
+        spec: crate::tls::UpstreamTlsSpec,
+    ) -> crate::cluster::Cluster {
+        let source = format!("cluster `{}` tls", cluster.name());
+        let Some(tls) = self.tls_input(&source, crate::tls::UpstreamTls::load(spec)) else {
+            return cluster;
+        };
+        let hosts = &self.endpoint_hosts;
+        let cluster = cluster.tls_with_hosts(tls, |address| {
+            hosts
+                .iter()
+                .find(|(known, _)| known == address)
+                .map(|(_, host)| host.as_str())
+        });
+        let missing: Vec<String> = cluster
+            .endpoints()
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !cluster.has_tls_server_name(*index))
+            .map(|(_, endpoint)| endpoint.address().to_string())
+            .collect();
+        for address in missing {
+            self.record(
+                &source,
+                address,
+                "an `sni` for Unix-socket endpoints",
+                Some(
+                    "a Unix socket has no host name to verify the origin's certificate against"
+                        .to_owned(),
+                ),
+            );
+        }
+        cluster
+    }
+
+    fn tls_input<T>(
+        &mut self,
+        source: &str,
+        loaded: Result<T, crate::tls::TlsError>,
+    ) -> Option<std::sync::Arc<T>> {
+        match loaded {
+            Ok(tls) => Some(std::sync::Arc::new(tls)),
+            Err(error) => {
+                let value = error
+                    .path()
+                    .map_or_else(String::new, |path| path.display().to_string());
+                self.record(source, value, error.expected(), Some(error.to_string()));
+                None
             }
         }
     }
@@ -265,5 +384,27 @@ mod tests {
                 .starts_with("BAD1=\"nonsense\" is not valid: expected ip:port")
         );
         assert!(errors[1].to_string().contains("BAD2"));
+    }
+
+    #[test]
+    fn host_names_of_endpoints_are_remembered_for_tls_and_paths_come_from_env() {
+        let mut inputs = Inputs::with_lookup(|name| match name {
+            "ORIGIN" => Some("localhost:8443".into()),
+            "CERT" => Some("/run/secrets/tls.crt".into()),
+            _ => None,
+        });
+        let named = inputs.endpoint_env("ORIGIN", "127.0.0.1:1");
+        inputs.endpoint_env("LITERAL", "127.0.0.1:8443");
+        inputs.endpoint_env("PIPE", "unix:/run/app.sock");
+        assert_eq!(inputs.endpoint_hosts, [(named, "localhost".to_owned())]);
+        assert_eq!(
+            inputs.path_env("CERT", "/etc/tls/cert.pem"),
+            std::path::PathBuf::from("/run/secrets/tls.crt")
+        );
+        assert_eq!(
+            inputs.path_env("KEY", "/etc/tls/key.pem"),
+            std::path::PathBuf::from("/etc/tls/key.pem")
+        );
+        assert!(inputs.errors().is_empty(), "{:?}", inputs.errors());
     }
 }

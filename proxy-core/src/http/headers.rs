@@ -13,6 +13,7 @@ use crate::cluster::UpstreamProtocol;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -54,6 +55,16 @@ pub(crate) fn sanitize_request(parts: &mut Parts, downstream: &Downstream) {
     );
     if !headers.contains_key(X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID, request_id::generate());
+    }
+    // A client cannot vouch for its own certificate: what it sent is dropped, and on a
+    // mutual-TLS connection the verified identity is set (Envoy's `SANITIZE_SET`).
+    headers.remove(X_FORWARDED_CLIENT_CERT);
+    let identity = parts
+        .extensions
+        .get::<std::sync::Arc<crate::tls::TlsSession>>()
+        .and_then(|session| session.client());
+    if let Some(value) = identity.and_then(|client| HeaderValue::try_from(client.xfcc()).ok()) {
+        parts.headers.insert(X_FORWARDED_CLIENT_CERT, value);
     }
 }
 

@@ -5,19 +5,39 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::BindAddress;
 use crate::net::Stream;
+use crate::tls::ServerTls;
 
 /// A listener as the topology declares it, with its address resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ListenerConfig {
     name: &'static str,
     bind: BindAddress,
     socket_mode: Option<u32>,
+    tls: Option<Arc<ServerTls>>,
 }
+
+/// Equal when name, address, mode and TLS configuration are; TLS configurations are
+/// compared by identity (the same loaded [`ServerTls`]), not by the files they name.
+impl PartialEq for ListenerConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.bind == other.bind
+            && self.socket_mode == other.socket_mode
+            && match (&self.tls, &other.tls) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for ListenerConfig {}
 
 impl ListenerConfig {
     pub fn new(name: &'static str, bind: BindAddress) -> Self {
@@ -25,7 +45,22 @@ impl ListenerConfig {
             name,
             bind,
             socket_mode: None,
+            tls: None,
         }
+    }
+
+    /// Terminates TLS on this listener with `tls`. The handshake runs in each
+    /// connection's own task after `accept`, bounded by the handshake timeout; the
+    /// server also starts `tls`'s file watch (once, however many listeners share it).
+    /// HTTP listeners only ([`Server::http`](crate::server::Server::http)).
+    pub fn tls(mut self, tls: Arc<ServerTls>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS configuration, if this listener terminates TLS.
+    pub fn tls_config(&self) -> Option<&Arc<ServerTls>> {
+        self.tls.as_ref()
     }
 
     /// Permission bits for a Unix socket file (ignored for TCP), e.g. `0o660`.

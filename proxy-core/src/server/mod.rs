@@ -8,15 +8,17 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::BindAddress;
 use crate::http::Downstream;
 use crate::listener::{BindError, BoundListener, ListenerConfig};
+use crate::net::Stream;
 use crate::route::Pipeline;
-use crate::stats::{GaugeGuard, ListenerStats};
+use crate::stats::{GaugeGuard, ListenerStats, TlsStats};
+use crate::tls::{ServerTls, TlsSession};
 
 /// Why serving could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,8 @@ pub struct Server {
     /// Unix socket files this server created, removed at shutdown.
     pub(crate) socket_paths: Vec<PathBuf>,
     listener_stats: Vec<(&'static str, Arc<ListenerStats>)>,
+    tls_stats: Vec<(&'static str, Arc<TlsStats>)>,
+    tls_configs: Vec<Arc<ServerTls>>,
 }
 
 impl Server {
@@ -75,19 +79,37 @@ impl Server {
             background: Vec::new(),
             socket_paths: Vec::new(),
             listener_stats: Vec::new(),
+            tls_stats: Vec::new(),
+            tls_configs: Vec::new(),
         }
     }
 
     /// Binds `listener` and serves HTTP/1.1 and HTTP/2 (prior knowledge) on it through
     /// `pipeline`. Must run inside the runtime; a bind failure is returned, not logged.
     /// Returns the address actually bound (the real port when `:0` was asked for).
+    ///
+    /// With [`ListenerConfig::tls`], every connection first completes a TLS handshake
+    /// in its own task (ALPN then picks HTTP/2 or HTTP/1.1), and the TLS configuration's
+    /// file watch is started here, to run until shutdown.
     pub fn http<P: Pipeline>(
         &mut self,
         listener: &ListenerConfig,
         pipeline: &'static P,
     ) -> Result<BindAddress, ServeError> {
         let (bound, address) = self.bind(listener)?;
-        tracing::info!(listener = listener.name(), %address, "listening");
+        let tls = listener.tls_config().map(|config| {
+            let stats = Arc::new(TlsStats::default());
+            self.tls_stats.push((listener.name(), Arc::clone(&stats)));
+            self.tls_configs.push(Arc::clone(config));
+            if config.start_watching() {
+                self.spawn_background(Arc::clone(config).watch());
+            }
+            Terminate {
+                config: Arc::clone(config),
+                stats,
+            }
+        });
+        tracing::info!(listener = listener.name(), %address, tls = tls.is_some(), "listening");
         let stats = Arc::new(ListenerStats::default());
         self.listener_stats
             .push((listener.name(), Arc::clone(&stats)));
@@ -96,6 +118,7 @@ impl Server {
             pipeline,
             listener.name(),
             stats,
+            tls,
             self.shutdown.subscribe(),
             self.settings,
         );
@@ -133,6 +156,21 @@ impl Server {
         &self.listener_stats
     }
 
+    /// TLS handshake counters of each TLS listener (`listener.<name>.ssl.*`), in bind
+    /// order.
+    pub fn tls_stats(&self) -> &[(&'static str, Arc<TlsStats>)] {
+        &self.tls_stats
+    }
+
+    /// Envoy's `server.days_until_first_cert_expiring` over this server's TLS
+    /// listeners; `None` without any. Computed from the certificates in use now.
+    pub fn days_until_first_cert_expiring(&self) -> Option<i64> {
+        self.tls_configs
+            .iter()
+            .map(|tls| tls.days_until_first_cert_expiring())
+            .min()
+    }
+
     /// Stops accepting, lets in-flight requests finish within the drain timeout, then
     /// removes the Unix socket files this server created.
     pub async fn shutdown(self) {
@@ -151,11 +189,18 @@ impl Server {
     }
 }
 
+/// A listener's TLS termination: its configuration and its handshake counters.
+struct Terminate {
+    config: Arc<ServerTls>,
+    stats: Arc<TlsStats>,
+}
+
 async fn accept_loop<P: Pipeline>(
     listener: BoundListener,
     pipeline: &'static P,
     name: &'static str,
     stats: Arc<ListenerStats>,
+    tls: Option<Terminate>,
     mut shutdown: watch::Receiver<bool>,
     settings: ServerSettings,
 ) {
@@ -165,6 +210,8 @@ async fn accept_loop<P: Pipeline>(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let tls = tls.map(Arc::new);
     let graceful = GracefulShutdown::new();
 
     loop {
@@ -183,21 +230,43 @@ async fn accept_loop<P: Pipeline>(
                 continue;
             }
         };
-        // Shared by every request on the connection: one `Arc` clone per request.
-        let downstream = Arc::new(Downstream::new(peer, name, Arc::clone(&stats)));
-        let service = service_fn(move |request| {
-            let downstream = Arc::clone(&downstream);
-            async move { Ok::<_, Infallible>(pipeline.handle(request, &downstream).await) }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
         let stats = Arc::clone(&stats);
+        let watcher = graceful.watcher();
+        let Some(tls) = &tls else {
+            let downstream = Downstream::new(peer, name, Arc::clone(&stats));
+            let connection = serve_connection(&builder, stream, downstream, None, pipeline);
+            tokio::spawn(async move {
+                stats.downstream_cx_total.inc();
+                let _active = GaugeGuard::new(&stats.downstream_cx_active);
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(%error, "downstream connection error");
+                }
+            });
+            continue;
+        };
+        // The handshake takes round trips (and a slow or silent client up to the
+        // handshake timeout), so it runs in the connection's task, never here.
+        let tls = Arc::clone(tls);
+        let builder = Arc::clone(&builder);
+        let mut draining = shutdown.clone();
         tokio::spawn(async move {
             stats.downstream_cx_total.inc();
             let _active = GaugeGuard::new(&stats.downstream_cx_active);
-            if let Err(error) = connection.await {
+            let handshake = tokio::select! {
+                biased;
+                // Draining: a connection that has not finished its handshake carries no
+                // request yet, so it is dropped rather than waited for.
+                _ = draining.changed() => return,
+                handshake = tls.config.accept(stream, &tls.stats) => handshake,
+            };
+            let Some((stream, session)) = handshake else {
+                return;
+            };
+            let mut downstream = Downstream::new(peer, name, Arc::clone(&stats));
+            downstream.scheme = "https";
+            let session = Some(Arc::new(session));
+            let connection = serve_connection(&builder, stream, downstream, session, pipeline);
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "downstream connection error");
             }
         });
@@ -212,4 +281,30 @@ async fn accept_loop<P: Pipeline>(
     {
         tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout reached; closing remaining connections");
     }
+}
+
+/// One downstream connection served by hyper's auto builder (HTTP/1.1, or HTTP/2 by
+/// preface). Plaintext and TLS connections share this one instantiation: the transport
+/// is the `Stream` enum and the TLS session an `Option`.
+fn serve_connection<P: Pipeline>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: Stream,
+    downstream: Downstream,
+    session: Option<Arc<TlsSession>>,
+    pipeline: &'static P,
+) -> impl GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>> + Send + 'static {
+    // Shared by every request on the connection: one `Arc` clone per request.
+    let downstream = Arc::new(downstream);
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let downstream = Arc::clone(&downstream);
+        if let Some(session) = &session {
+            // Until `Downstream` carries the session itself, requests on a TLS
+            // connection find it here (an `Arc` clone and an extensions insert).
+            request.extensions_mut().insert(Arc::clone(session));
+        }
+        async move { Ok::<_, Infallible>(pipeline.handle(request, &downstream).await) }
+    });
+    builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned()
 }

@@ -154,15 +154,15 @@ async fn serve_connection<F: NetworkFilter>(
     stats.downstream_cx_total.inc();
     let _active = GaugeGuard::new(&stats.downstream_cx_active);
 
-    let local_port = match &downstream {
-        Stream::Tcp(stream) => match stream.local_addr() {
+    let local_port = match downstream.tcp() {
+        Some(stream) => match stream.local_addr() {
             Ok(local) => Some(local.port()),
             Err(error) => {
                 tracing::debug!(listener = listener.name, %error, "connection gone before it was served");
                 return;
             }
         },
-        Stream::Unix(_) => None,
+        None => None,
     };
     let client_ip = client_ip.map(|ip| ip.to_canonical());
     if let Err(denied) = proxy.options().admit(client_ip, local_port) {

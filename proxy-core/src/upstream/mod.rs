@@ -5,5 +5,5 @@ mod connect;
 mod pool;
 
 pub use connect::ConnectError;
-pub(crate) use connect::connect;
+pub(crate) use connect::{connect, connect_tls};
 pub(crate) use pool::{Pool, PoolReturn};

@@ -28,8 +28,8 @@ pub fn new_cluster(cluster: &Cluster, inputs: &Ident) -> TokenStream {
         Protocol::Http1 => quote!(#UPSTREAM_PROTOCOL::Http1),
         Protocol::Http2 => quote!(#UPSTREAM_PROTOCOL::Http2),
     };
-    quote! {
-        #ARC::new(#CLUSTER::new(
+    let cluster_value = quote! {
+        #CLUSTER::new(
             #name,
             ::std::vec![#(#endpoints),*],
             #CLUSTER_OPTIONS::DEFAULT
@@ -37,7 +37,20 @@ pub fn new_cluster(cluster: &Cluster, inputs: &Ident) -> TokenStream {
                 .protocol(#protocol)
                 .max_idle_per_endpoint(#max_idle)
                 .idle_timeout(#idle_timeout),
-        ))
+        )
+    };
+    match &cluster.tls {
+        Some(tls) => {
+            let spec = super::tls::cluster_spec(tls, inputs);
+            // Both arguments read `inputs` too: evaluated first, then handed over.
+            let (cluster_local, spec_local) = (super::local("__cluster"), super::local("__spec"));
+            quote!(#ARC::new({
+                let #cluster_local = #cluster_value;
+                let #spec_local = #spec;
+                #inputs.cluster_tls(#cluster_local, #spec_local)
+            }))
+        }
+        None => quote!(#ARC::new(#cluster_value)),
     }
 }
 

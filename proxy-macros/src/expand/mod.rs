@@ -13,6 +13,7 @@ mod paths;
 mod router;
 mod summary;
 mod tcp;
+mod tls;
 mod topology;
 
 use proc_macro2::{Ident, Span, TokenStream};

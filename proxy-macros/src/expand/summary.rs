@@ -30,6 +30,26 @@ fn render_listener(out: &mut String, topology: &Topology, listener: &Listener) {
         let _ = write!(out, ", socket mode {:#o}", mode.value);
     }
     out.push('\n');
+    if let Some(tls) = &listener.tls {
+        let certificates: Vec<String> = tls
+            .certificates
+            .iter()
+            .map(|c| {
+                let names = if c.sni.is_empty() {
+                    "its SANs".to_owned()
+                } else {
+                    c.sni.join(", ")
+                };
+                format!("{} ({names})", tls_path(&c.cert))
+            })
+            .collect();
+        let clients = match (&tls.client_ca, tls.require_client_cert) {
+            (Some(_), true) => ", client certificates required",
+            (Some(_), false) => ", client certificates optional",
+            (None, _) => "",
+        };
+        let _ = writeln!(out, "  tls: {}{clients}", certificates.join("; "));
+    }
     if let Some(tcp) = &listener.tcp {
         render_tcp(out, topology, tcp);
     }
@@ -91,6 +111,15 @@ fn render_tcp(out: &mut String, topology: &Topology, tcp: &crate::model::tcp::Tc
     if !tcp.filters.is_empty() {
         let names: Vec<String> = tcp.filters.iter().map(Filter::describe).collect();
         let _ = writeln!(out, "  filters: [{}]", names.join(", "));
+    }
+}
+
+fn tls_path(path: &crate::model::tls::PathValue) -> String {
+    match path {
+        crate::model::tls::PathValue::Literal(path) => path.clone(),
+        crate::model::tls::PathValue::Env { var, default } => {
+            format!("env {var} (default {default})")
+        }
     }
 }
 
@@ -195,6 +224,22 @@ fn render_cluster(out: &mut String, cluster: &Cluster) {
         duration(cluster.idle_timeout),
         cluster.max_idle_per_endpoint,
     );
+    if let Some(tls) = &cluster.tls {
+        let sni = tls
+            .sni
+            .as_ref()
+            .map_or("the endpoint's host", |sni| sni.value.as_str());
+        let ca = tls
+            .ca
+            .as_ref()
+            .map_or_else(|| "webpki roots".to_owned(), tls_path);
+        let client = if tls.client_cert.is_some() {
+            ", client certificate"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  tls: sni {sni}, ca {ca}{client}");
+    }
     for endpoint in &cluster.endpoints {
         let _ = writeln!(out, "  endpoint {}", address(&endpoint.value));
     }

@@ -74,7 +74,20 @@ pub fn expand(topology: &Topology) -> TokenStream {
             .socket_mode
             .as_ref()
             .map(|mode| quote!(.socket_mode(#mode)));
-        quote!(#LISTENER_CONFIG::new(#name, #bind) #mode)
+        let config = quote!(#LISTENER_CONFIG::new(#name, #bind) #mode);
+        match &listener.tls {
+            Some(tls) => {
+                let spec = super::tls::listener_spec(tls, &inputs);
+                // Both arguments read `inputs` too: evaluated first, then handed over.
+                let (config_local, spec_local) = (local("__config"), local("__spec"));
+                quote!({
+                    let #config_local = #config;
+                    let #spec_local = #spec;
+                    #inputs.listener_tls(#config_local, #spec_local)
+                })
+            }
+            None => config,
+        }
     });
 
     // Path constants cannot appear inside `#(..)*` (quote binds repetition variables

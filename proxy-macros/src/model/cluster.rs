@@ -22,6 +22,8 @@ pub struct Cluster {
     pub protocol: Protocol,
     pub max_idle_per_endpoint: u32,
     pub idle_timeout: Duration,
+    /// `tls: { .. }`: TLS to the endpoints.
+    pub tls: Option<super::tls::ClusterTls>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -40,6 +42,7 @@ impl Cluster {
             protocol: Protocol::Http1,
             max_idle_per_endpoint: DEFAULT_MAX_IDLE_PER_ENDPOINT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            tls: None,
         };
         let example = r#"["127.0.0.1:8081"]"#;
         let entries = syntax.fields.iter().map(|entry| entry.as_ref().ok());
@@ -71,6 +74,8 @@ impl Cluster {
                 {
                     cluster.protocol = Protocol::Http2;
                 }
+            } else if key == symbol::TLS {
+                cluster.tls = super::tls::ClusterTls::build(cx, value);
             } else if key == symbol::MAX_IDLE_PER_ENDPOINT {
                 cluster.max_idle_per_endpoint =
                     value::integer(cx, value).unwrap_or(DEFAULT_MAX_IDLE_PER_ENDPOINT);

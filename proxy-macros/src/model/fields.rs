@@ -108,6 +108,7 @@ pub(crate) fn require<'a>(
             Block::RoutePolicy => "route",
             Block::Redirect => "redirect",
             Block::Filter => "filter",
+            Block::ListenerTls | Block::ClusterTls => "tls block",
         };
         let message = format!("{noun} `{owner}` is missing `{key}`");
         cx.error_spanned_by(

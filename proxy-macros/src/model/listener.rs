@@ -14,6 +14,8 @@ pub struct Listener {
     /// `None` only after an error.
     pub bind: Option<Located<Address>>,
     pub socket_mode: Option<Located<u32>>,
+    /// `tls: { .. }`: TLS termination.
+    pub tls: Option<super::tls::ListenerTls>,
     /// The `http` block's keyword, if any.
     pub http: Option<syntax::kw::http>,
     pub virtual_hosts: Vec<VirtualHost>,
@@ -69,6 +71,7 @@ impl Listener {
             name: syntax.name.clone(),
             bind: None,
             socket_mode: None,
+            tls: None,
             http: None,
             virtual_hosts: Vec::new(),
             filters: Level::default(),
@@ -103,6 +106,9 @@ impl Listener {
                             .map(|bind| Located::new(bind, value));
                     } else if field.key == symbol::SOCKET_MODE {
                         listener.socket_mode = socket_mode(cx, value);
+                    } else if field.key == symbol::TLS {
+                        listener.tls = super::tls::ListenerTls::build(cx, value);
+                        listener.incomplete |= listener.tls.is_none();
                     }
                 }
                 Ok(ListenerEntry::Tcp(block)) => {

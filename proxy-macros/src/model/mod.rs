@@ -15,6 +15,7 @@ pub mod filter;
 mod listener;
 mod route;
 pub mod tcp;
+pub mod tls;
 mod value;
 
 use std::collections::HashMap;

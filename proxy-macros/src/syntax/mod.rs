@@ -20,7 +20,7 @@ pub use cluster::Cluster;
 pub use filter::{FilterEntry, FilterExpr, FilterList};
 pub use listener::{Http, HttpEntry, Listener, ListenerEntry, Tcp};
 pub use route::{Action, Route};
-pub use value::{Call, List, Value};
+pub use value::{Call, List, Settings, Value};
 pub use virtual_host::{VhostEntry, VirtualHost};
 
 use syn::Ident;

@@ -23,6 +23,15 @@ pub enum Value {
     List(List),
     /// `[filter, ..]`, only after `filters:`.
     Filters(super::FilterList),
+    /// `{ key: value, .. }`: a group of settings (`tls: { .. }`), its keys checked by
+    /// the model for the place it appears in.
+    Block(Settings),
+}
+
+/// `{ key: value, .. }` as a value.
+pub struct Settings {
+    pub brace: token::Brace,
+    pub fields: Vec<super::Parsed<super::Field>>,
 }
 
 /// `name(arg, ...)`.
@@ -60,6 +69,7 @@ impl Value {
             Value::Call(call) => format!("a call `{}(..)`", call.name),
             Value::List(_) => "a list".to_owned(),
             Value::Filters(_) => "a filter list".to_owned(),
+            Value::Block(_) => "a `{ .. }` block".to_owned(),
         }
     }
 }
@@ -79,6 +89,15 @@ impl Parse for Value {
             input.parse().map(Value::Bool)
         } else if input.peek(token::Bracket) {
             input.parse().map(Value::List)
+        } else if input.peek(token::Brace) {
+            let content;
+            let brace = syn::braced!(content in input);
+            let fields = super::parse_entries(
+                &content,
+                |input| super::Field::parse_in(input, crate::symbol::Block::Filter),
+                |_| false,
+            );
+            Ok(Value::Block(Settings { brace, fields }))
         } else if input.peek(Ident) && input.peek2(token::Paren) {
             input.parse().map(Value::Call)
         } else if input.peek(Ident) {
@@ -129,6 +148,7 @@ impl ToTokens for Value {
             Value::Call(call) => call.to_tokens(tokens),
             Value::List(list) => list.to_tokens(tokens),
             Value::Filters(list) => list.to_tokens(tokens),
+            Value::Block(settings) => settings.brace.surround(tokens, |_| {}),
         }
     }
 }
@@ -190,6 +210,11 @@ mod tests {
     fn rejects_non_values() {
         assert!(syn::parse2::<Value>(quote!(-5)).is_err());
         assert!(syn::parse2::<Value>(quote!(b"x")).is_err());
-        assert!(syn::parse2::<Value>(quote!({})).is_err());
+        assert!(syn::parse2::<Value>(quote!(;)).is_err());
+        // `{ .. }` is a settings block (`tls: { .. }`), checked by the model.
+        assert!(matches!(
+            syn::parse2::<Value>(quote!({ a: 1 })),
+            Ok(Value::Block(_))
+        ));
     }
 }

@@ -156,6 +156,33 @@ fn terminates_and_originates_tls_with_client_certificates() {
         proxy.stderr()
     );
 
+    // h2load over TLS (ALPN h2): many streams on a few connections, all answered.
+    let h2load = proxy_tests::require_tool("h2load", "nghttp2-client");
+    let out = std::process::Command::new(h2load)
+        .args([
+            "-n",
+            "400",
+            "-c",
+            "4",
+            "-m",
+            "16",
+            &format!("https://127.0.0.1:{port}/x"),
+        ])
+        .output()
+        .unwrap();
+    let report = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "h2load failed:\n{report}\n{}",
+        text(&out.stderr)
+    );
+    assert!(report.contains("Application protocol: h2"), "{report}");
+    assert!(
+        report.contains("400 succeeded, 0 failed, 0 errored"),
+        "{report}"
+    );
+    assert!(report.contains("status codes: 400 2xx"), "{report}");
+
     let status = proxy.terminate();
     assert!(status.success(), "{status:?}\n{}", proxy.stderr());
 }

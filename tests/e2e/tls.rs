@@ -183,6 +183,49 @@ fn terminates_and_originates_tls_with_client_certificates() {
     );
     assert!(report.contains("status codes: 400 2xx"), "{report}");
 
+    // openssl s_client against the listener that requires client certificates and TLS 1.3:
+    // with the certificate the handshake and a request succeed, without it they fail, and
+    // TLS 1.2 is refused.
+    let mtls = proxy.tcp_listener("mtls");
+    let s_client = |extra: &[&str]| {
+        let openssl = proxy_tests::require_tool("openssl", "openssl");
+        let mut child = std::process::Command::new(openssl)
+            .args([
+                "s_client",
+                "-connect",
+                &mtls.to_string(),
+                "-servername",
+                "localhost",
+                "-CAfile",
+                &ca,
+                "-quiet",
+            ])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        let request = b"GET /m HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let _ = child.stdin.take().unwrap().write_all(request);
+        let out = child.wait_with_output().unwrap();
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (stdout, stderr) = s_client(&["-cert", &cc, "-key", &ck]);
+    assert!(stdout.starts_with("HTTP/1.1 200 OK"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("xfcc=Hash="), "{stdout}");
+    let (stdout, stderr) = s_client(&[]);
+    assert!(
+        !stdout.contains("200 OK"),
+        "served without a client certificate: {stdout}\n{stderr}"
+    );
+    let (stdout, stderr) = s_client(&["-cert", &cc, "-key", &ck, "-tls1_2"]);
+    assert!(
+        !stdout.contains("200 OK"),
+        "TLS 1.2 was accepted: {stdout}\n{stderr}"
+    );
+
     let status = proxy.terminate();
     assert!(status.success(), "{status:?}\n{}", proxy.stderr());
 }

@@ -118,6 +118,18 @@ impl Pki {
         }
     }
 
+    /// The server certificate most tests present: `proxy.test`.
+    fn server(&self) -> Leaf {
+        self.issue(
+            "server",
+            Names {
+                cn: "proxy.test",
+                dns: &["proxy.test"],
+                ..Names::default()
+            },
+        )
+    }
+
     fn path(&self, file: &str) -> PathBuf {
         self.dir.path().join(file)
     }
@@ -494,14 +506,7 @@ async fn through_proxy(cluster: &Arc<Cluster>) -> Reply {
 #[tokio::test]
 async fn tls12_and_tls13_handshakes_serve_http1_and_min_version_is_enforced() {
     let pki = Pki::new("t");
-    let leaf = pki.issue(
-        "server",
-        Names {
-            cn: "proxy.test",
-            dns: &["proxy.test"],
-            ..Names::default()
-        },
-    );
+    let leaf = pki.server();
     let spec = ServerTlsSpec::new(CertificateSpec::new(&leaf.cert, &leaf.key));
     let (server, address) = proxy(Some(load(spec.clone())), None);
 
@@ -546,14 +551,7 @@ async fn tls12_and_tls13_handshakes_serve_http1_and_min_version_is_enforced() {
 #[tokio::test]
 async fn alpn_h2_is_served_as_http2_and_https_is_forwarded_as_the_scheme() {
     let pki = Pki::new("t");
-    let leaf = pki.issue(
-        "server",
-        Names {
-            cn: "proxy.test",
-            dns: &["proxy.test"],
-            ..Names::default()
-        },
-    );
+    let leaf = pki.server();
     let origin_leaf = pki.issue(
         "origin",
         Names {
@@ -679,14 +677,7 @@ async fn sni_picks_exact_then_wildcard_then_the_default_certificate() {
 async fn required_client_certificates_are_verified_and_the_identity_reaches_requests() {
     let pki = Pki::new("t");
     let stranger = Pki::new("stranger");
-    let leaf = pki.issue(
-        "server",
-        Names {
-            cn: "proxy.test",
-            dns: &["proxy.test"],
-            ..Names::default()
-        },
-    );
+    let leaf = pki.server();
     let client = pki.issue(
         "client",
         Names {
@@ -767,14 +758,7 @@ async fn required_client_certificates_are_verified_and_the_identity_reaches_requ
 #[tokio::test]
 async fn optional_client_certificates_serve_clients_without_one() {
     let pki = Pki::new("t");
-    let leaf = pki.issue(
-        "server",
-        Names {
-            cn: "proxy.test",
-            dns: &["proxy.test"],
-            ..Names::default()
-        },
-    );
+    let leaf = pki.server();
     let client = pki.issue(
         "client",
         Names {
@@ -1022,14 +1006,7 @@ async fn reload_serves_new_certificates_to_new_handshakes_and_keeps_old_connecti
 #[tokio::test]
 async fn a_silent_client_is_dropped_after_the_handshake_timeout_without_blocking_others() {
     let pki = Pki::new("t");
-    let leaf = pki.issue(
-        "server",
-        Names {
-            cn: "proxy.test",
-            dns: &["proxy.test"],
-            ..Names::default()
-        },
-    );
+    let leaf = pki.server();
     let spec = ServerTlsSpec::new(CertificateSpec::new(&leaf.cert, &leaf.key))
         .handshake_timeout(Duration::from_millis(300));
     let (server, address) = proxy(Some(load(spec)), None);

@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use hyper::client::conn::http2;
@@ -11,6 +12,9 @@ use crate::upstream::Pool;
 #[derive(Debug)]
 pub struct Endpoint {
     address: EndpointAddress,
+    /// Set by active health checking (and later outlier detection); read by the balancer
+    /// on every pick, so a relaxed atomic: a pick may see a transition a moment late.
+    healthy: AtomicBool,
     pool: Pool,
     /// The shared HTTP/2 connection and its generation, so a task that saw it fail can
     /// drop exactly that one and not a replacement another task just opened.
@@ -22,6 +26,7 @@ impl Endpoint {
     pub(crate) fn new(address: EndpointAddress, options: &ClusterOptions) -> Self {
         Self {
             address,
+            healthy: AtomicBool::new(true),
             pool: Pool::new(options.max_idle_per_endpoint, options.idle_timeout),
             http2: Mutex::new((0, None)),
             http2_dial: tokio::sync::Mutex::new(()),
@@ -30,6 +35,18 @@ impl Endpoint {
 
     pub fn address(&self) -> &EndpointAddress {
         &self.address
+    }
+
+    /// Whether the endpoint may receive traffic. Endpoints start healthy: without health
+    /// checking, every endpoint is used.
+    #[inline]
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Marks the endpoint healthy or not (health checking); returns the previous state.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Ordering::Relaxed)
     }
 
     /// Idle HTTP/1.1 connections currently pooled.

@@ -112,7 +112,7 @@ proxy_core::proxy! {
                     filters: [fault_abort(500) { header_control: true }],
                 },
                 route prefix("/delay/") => cluster(origin) {
-                    filters: [fault_delay(1s) { header_control: true }],
+                    filters: [fault_delay(2s) { header_control: true }],
                 },
                 route prefix("/never/") => cluster(origin) {
                     filters: [fault_abort(503) { percent: 0 }, fault_delay(10s) { percent: 0 }],

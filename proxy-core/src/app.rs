@@ -180,6 +180,12 @@ async fn serve<T: Topology>(
         return Err(error.into());
     }
     server.spawn_background(prune_idle_connections(topology));
+    // Active health checks, for the clusters that have them (one task per endpoint).
+    for cluster in topology.clusters() {
+        if let Some(checks) = cluster.health_checks() {
+            server.spawn_background(checks);
+        }
+    }
     tracing::info!("ready");
 
     let signal = tokio::select! {

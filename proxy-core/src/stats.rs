@@ -249,3 +249,24 @@ impl TlsStats {
         }
     }
 }
+
+stats_struct! {
+    /// `cluster.<name>.health_check.*`, Envoy's active health checking counters.
+    HealthCheckStats {
+        attempt: Counter,
+        success: Counter,
+        failure: Counter,
+        network_failure: Counter,
+        passive_failure: Counter,
+        verify_cluster: Counter,
+        healthy: Gauge,
+    }
+}
+
+stats_struct! {
+    /// `cluster.<name>.membership_*`: endpoints in the cluster, and those healthy.
+    MembershipStats {
+        membership_total: Gauge,
+        membership_healthy: Gauge,
+    }
+}

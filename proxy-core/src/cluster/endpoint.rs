@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use hyper::client::conn::http2;
@@ -15,6 +15,11 @@ pub struct Endpoint {
     /// Set by active health checking (and later outlier detection); read by the balancer
     /// on every pick, so a relaxed atomic: a pick may see a transition a moment late.
     healthy: AtomicBool,
+    /// Load balancing weight (≥ 1) and priority (0 is highest); see [`super::balance`].
+    weight: u32,
+    priority: u32,
+    /// Requests in flight to this endpoint, for the least-request balancer.
+    active_requests: AtomicUsize,
     pool: Pool,
     /// The shared HTTP/2 connection and its generation, so a task that saw it fail can
     /// drop exactly that one and not a replacement another task just opened.
@@ -23,10 +28,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn new(address: EndpointAddress, options: &ClusterOptions) -> Self {
+    pub(crate) fn new(endpoint: LbEndpoint, options: &ClusterOptions) -> Self {
         Self {
-            address,
+            address: endpoint.address,
             healthy: AtomicBool::new(true),
+            weight: endpoint.weight.max(1),
+            priority: endpoint.priority,
+            active_requests: AtomicUsize::new(0),
             pool: Pool::new(options.max_idle_per_endpoint, options.idle_timeout),
             http2: Mutex::new((0, None)),
             http2_dial: tokio::sync::Mutex::new(()),
@@ -47,6 +55,30 @@ impl Endpoint {
     /// Marks the endpoint healthy or not (health checking); returns the previous state.
     pub fn set_healthy(&self, healthy: bool) -> bool {
         self.healthy.swap(healthy, Ordering::Relaxed)
+    }
+
+    /// Load balancing weight, at least 1 (Envoy's `load_balancing_weight`).
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Priority level; 0 is the highest and gets traffic first.
+    pub fn priority(&self) -> u32 {
+        self.priority
+    }
+
+    /// Requests currently in flight to this endpoint: from the start of
+    /// `Cluster::send` until its response head arrives or it fails (or is dropped).
+    #[inline]
+    pub fn active_requests(&self) -> usize {
+        self.active_requests.load(Ordering::Relaxed)
+    }
+
+    /// Counts one request in flight to this endpoint until the guard is dropped.
+    /// `Cluster::send` does this for HTTP; other paths (a TCP proxy connection) may too.
+    pub fn track_request(&self) -> ActiveRequest<'_> {
+        self.active_requests.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(&self.active_requests)
     }
 
     /// Idle HTTP/1.1 connections currently pooled.
@@ -94,5 +126,53 @@ impl Endpoint {
 
     pub(crate) async fn http2_dial_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.http2_dial.lock().await
+    }
+}
+
+/// One request in flight to an endpoint; see [`Endpoint::track_request`].
+#[derive(Debug)]
+#[must_use = "the request counts as in flight only while the guard lives"]
+pub struct ActiveRequest<'a>(&'a AtomicUsize);
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An endpoint as configured: its address, weight and priority (Envoy's `LbEndpoint`
+/// with its locality's priority). Defaults: weight 1, priority 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbEndpoint {
+    pub address: EndpointAddress,
+    /// Share of traffic relative to the level's other endpoints; 0 is taken as 1.
+    pub weight: u32,
+    /// 0 is the highest priority; lower levels get traffic only as higher ones fail.
+    pub priority: u32,
+}
+
+impl LbEndpoint {
+    pub fn new(address: EndpointAddress) -> Self {
+        Self {
+            address,
+            weight: 1,
+            priority: 0,
+        }
+    }
+
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    pub fn priority(mut self, priority: u32) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+impl From<EndpointAddress> for LbEndpoint {
+    fn from(address: EndpointAddress) -> Self {
+        Self::new(address)
     }
 }

@@ -2,17 +2,20 @@
 //! sent to it.
 //!
 //! The macro builds each cluster once at start-up and gives routers direct references,
-//! so choosing a cluster costs nothing per request. Load balancing is round robin in v1;
-//! health checking, outlier detection and other balancers plug in at [`Cluster::pick`].
+//! so choosing a cluster costs nothing per request. [`balance`] chooses the endpoint
+//! ([`Cluster::pick_for`]): by priority and health, then by the cluster's [`LbPolicy`].
 
+pub mod balance;
 mod endpoint;
+pub mod health;
 mod options;
 
-pub use endpoint::Endpoint;
+pub use balance::{HashPolicy, LbPolicy};
+pub use endpoint::{ActiveRequest, Endpoint, LbEndpoint};
 pub use options::{ClusterOptions, UpstreamProtocol};
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{Request, Response};
 use hyper::client::conn::{http1, http2};
@@ -94,32 +97,67 @@ pub struct Cluster {
     name: &'static str,
     endpoints: Box<[Endpoint]>,
     options: ClusterOptions,
-    next: AtomicUsize,
+    balancer: balance::Balancer,
     stats: Arc<ClusterStats>,
     /// TLS origination, when the cluster has `tls` settings. Kept here rather than in
     /// [`ClusterOptions`], which stays `Copy` and `const`: TLS settings are loaded from
     /// files at start-up and carry per-cluster handshake counters.
     tls: Option<ClusterTls>,
+    /// Active health checking settings and counters; see [`health`].
+    health: health::ClusterHealth,
 }
 
 impl Cluster {
-    /// Builds a cluster. Called once by generated code at start-up.
+    /// Builds a cluster whose endpoints all have weight 1 and priority 0. Called once by
+    /// generated code at start-up.
     pub fn new(
         name: &'static str,
         endpoints: Vec<EndpointAddress>,
         options: ClusterOptions,
     ) -> Self {
+        Self::with_lb_endpoints(
+            name,
+            endpoints.into_iter().map(LbEndpoint::new).collect(),
+            options,
+        )
+    }
+
+    /// Builds a cluster from endpoints with weights and priorities. The balancer (ring,
+    /// Maglev table, round robin schedule) is built here, once.
+    pub fn with_lb_endpoints(
+        name: &'static str,
+        endpoints: Vec<LbEndpoint>,
+        options: ClusterOptions,
+    ) -> Self {
+        let keys: Vec<String> = endpoints.iter().map(|e| e.address.to_string()).collect();
+        let specs: Vec<balance::Spec<'_>> = endpoints
+            .iter()
+            .zip(&keys)
+            .map(|(endpoint, key)| balance::Spec {
+                key,
+                weight: endpoint.weight,
+                priority: endpoint.priority,
+            })
+            .collect();
+        let balancer = balance::Balancer::new(
+            name,
+            &specs,
+            options.lb_policy,
+            options.overprovisioning_factor,
+            options.healthy_panic_threshold,
+        );
         let endpoints = endpoints
             .into_iter()
-            .map(|address| Endpoint::new(address, &options))
+            .map(|endpoint| Endpoint::new(endpoint, &options))
             .collect();
         Self {
             name,
             endpoints,
             options,
-            next: AtomicUsize::new(0),
+            balancer,
             stats: Arc::default(),
             tls: None,
+            health: health::ClusterHealth::default(),
         }
     }
 
@@ -186,15 +224,42 @@ impl Cluster {
         &self.stats
     }
 
-    /// The endpoint for the next request (round robin), or `None` when the cluster has
-    /// none available: the client then gets 503 with flag `UH`.
-    pub(crate) fn pick(&self) -> Option<&Endpoint> {
-        match self.endpoints.len() {
-            0 => None,
-            1 => self.endpoints.first(),
-            n => self
-                .endpoints
-                .get(self.next.fetch_add(1, Ordering::Relaxed) % n),
+    /// The endpoint for the next request without a request hash; see [`Self::pick_for`].
+    pub fn pick(&self) -> Option<&Endpoint> {
+        self.pick_for(None)
+    }
+
+    /// The endpoint for the next request, or `None` when the cluster has none available:
+    /// the client then gets 503 with flag `UH`. `key` is the request hash
+    /// ([`Self::request_hash`]); only the consistent-hash policies use it, and without
+    /// one they pick at random. See [`balance`] for the rules.
+    pub fn pick_for(&self, key: Option<u64>) -> Option<&Endpoint> {
+        let index = self.balancer.pick(&self.endpoints, key)?;
+        self.endpoints.get(index)
+    }
+
+    /// The hash key of an HTTP request under the cluster's [`HashPolicy`], for
+    /// [`Self::pick_for`]; `None` when the policy is not consistent hashing, there is no
+    /// hash policy, or the request lacks the hashed value. `client_ip` is the
+    /// downstream peer (`None` on a Unix socket).
+    pub fn request_hash(
+        &self,
+        parts: &http::request::Parts,
+        client_ip: Option<IpAddr>,
+    ) -> Option<u64> {
+        if !self.options.lb_policy.is_consistent_hash() {
+            return None;
+        }
+        balance::request_key(self.options.hash_policy?, parts, client_ip)
+    }
+
+    /// The hash key of a TCP connection: its client IP under the `SourceIp` policy
+    /// (the only one a connection can satisfy), else `None`.
+    pub fn connection_hash(&self, client_ip: Option<IpAddr>) -> Option<u64> {
+        let options = &self.options;
+        match (options.lb_policy.is_consistent_hash(), options.hash_policy) {
+            (true, Some(HashPolicy::SourceIp)) => client_ip.map(balance::ip_key),
+            _ => None,
         }
     }
 
@@ -212,6 +277,7 @@ impl Cluster {
         request: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         self.stats.upstream_rq_total.inc();
+        let _active = endpoint.track_request();
         let result = match self.options.protocol {
             UpstreamProtocol::Http1 => self.send_http1(endpoint, request).await,
             UpstreamProtocol::Http2 => self.send_http2(endpoint, request).await,

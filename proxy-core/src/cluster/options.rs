@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use super::{HashPolicy, LbPolicy};
+
 /// How a cluster speaks to its endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {
@@ -21,6 +23,18 @@ pub struct ClusterOptions {
     /// `keepalive_timeout` (75 s), so the proxy normally closes first and never sends a
     /// request into a connection the origin is closing.
     pub idle_timeout: Duration,
+    /// How an endpoint is chosen within a priority level. Default round robin.
+    pub lb_policy: LbPolicy,
+    /// What the consistent-hash policies hash. Default none: requests are spread at
+    /// random, so set one with `RingHash` or `Maglev`.
+    pub hash_policy: Option<HashPolicy>,
+    /// Percent of healthy endpoints below which a priority level is in panic and
+    /// balanced across all its endpoints, healthy or not (Envoy's
+    /// `healthy_panic_threshold`). Default 50; 0 disables panic mode.
+    pub healthy_panic_threshold: u8,
+    /// Percent by which a level's healthy share is scaled before traffic spills to
+    /// lower priorities (Envoy's `overprovisioning_factor`). Default 140.
+    pub overprovisioning_factor: u32,
 }
 
 impl ClusterOptions {
@@ -29,6 +43,10 @@ impl ClusterOptions {
         protocol: UpstreamProtocol::Http1,
         max_idle_per_endpoint: 64,
         idle_timeout: Duration::from_secs(60),
+        lb_policy: LbPolicy::RoundRobin,
+        hash_policy: None,
+        healthy_panic_threshold: 50,
+        overprovisioning_factor: 140,
     };
 
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -48,6 +66,28 @@ impl ClusterOptions {
 
     pub const fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    pub const fn lb(mut self, policy: LbPolicy) -> Self {
+        self.lb_policy = policy;
+        self
+    }
+
+    pub const fn hash_policy(mut self, policy: HashPolicy) -> Self {
+        self.hash_policy = Some(policy);
+        self
+    }
+
+    /// Panic threshold in percent; values above 100 are taken as 100.
+    pub const fn healthy_panic_threshold(mut self, percent: u8) -> Self {
+        self.healthy_panic_threshold = if percent > 100 { 100 } else { percent };
+        self
+    }
+
+    /// Overprovisioning factor in percent (Envoy's default is 140); at least 1.
+    pub const fn overprovisioning_factor(mut self, percent: u32) -> Self {
+        self.overprovisioning_factor = if percent == 0 { 1 } else { percent };
         self
     }
 }

@@ -239,7 +239,10 @@ async fn forward<C: HttpFilter>(
     downstream: &Downstream,
     upgrade: Option<Upgrade>,
 ) -> Outcome {
-    let Some(endpoint) = cluster.pick() else {
+    // Computed on the request as received (before the upstream form), and only when the
+    // cluster balances by a hash.
+    let hash = cluster.request_hash(&parts, downstream.client_ip);
+    let Some(endpoint) = cluster.pick_for(hash) else {
         return Outcome::reply(LocalReply::NoHealthyUpstream, &downstream.stats);
     };
     // A gRPC caller's own deadline bounds the wait when it is the shorter one (only for

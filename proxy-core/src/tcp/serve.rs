@@ -262,7 +262,7 @@ async fn proxy_connection<'l, F: NetworkFilter>(
         return CloseReason::Rejected;
     }
     let cluster: &Cluster = listener.proxy.cluster();
-    let Some(endpoint) = cluster.pick() else {
+    let Some(endpoint) = cluster.pick_for(cluster.connection_hash(info.client_ip)) else {
         tracing::debug!(
             listener = listener.name,
             cluster = cluster.name(),
@@ -279,6 +279,8 @@ async fn proxy_connection<'l, F: NetworkFilter>(
         }
     };
     let _upstream = UpstreamConnection::new(cluster.stats());
+    // A connection is the L4 unit of work: least-request balances by open connections.
+    let _active = endpoint.track_request();
 
     let stats = &**listener.proxy.stats();
     let mut pipe = Pipe::new(

@@ -104,6 +104,22 @@ async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
     }
 }
 
+/// Writes `data` (then half-closes) while reading whatever comes back until the proxy
+/// closes. The write is larger than every buffer on the way, so this only completes if
+/// both directions make progress together.
+async fn send_and_read_back(address: &BindAddress, data: &[u8]) -> Vec<u8> {
+    let (mut reader, mut writer) = tokio::io::split(connect(address).await);
+    let send = async {
+        writer.write_all(data).await.unwrap();
+        writer.shutdown().await.unwrap();
+    };
+    let ((), echoed) = within("echo", async {
+        tokio::join!(send, read_until_closed(&mut reader))
+    })
+    .await;
+    echoed
+}
+
 /// Letters from a xorshift generator: no period that lines up with buffer sizes.
 fn payload(len: usize) -> Vec<u8> {
     let mut x: u32 = 0x9e37_79b9;
@@ -501,17 +517,7 @@ async fn unix_client_to_unix_echo_streams_1_mib_both_ways() {
 
     const SIZE: usize = 1024 * 1024;
     let data = payload(SIZE);
-    let (mut reader, mut writer) = tokio::io::split(connect(&address).await);
-    let send = async {
-        // Written while the echo is read concurrently: more than every buffer on the
-        // way, so this only completes if both directions make progress together.
-        writer.write_all(&data).await.unwrap();
-        writer.shutdown().await.unwrap();
-    };
-    let ((), echoed) = within("echo", async {
-        tokio::join!(send, read_until_closed(&mut reader))
-    })
-    .await;
+    let echoed = send_and_read_back(&address, &data).await;
     assert!(echoed == data, "echo differs from what was sent");
     assert_eq!(origin.next_finished().await, SIZE as u64);
 
@@ -912,15 +918,7 @@ async fn filters_count_and_rewrite_bytes_in_both_directions() {
 
     const SIZE: usize = 100 * 1024;
     let data = payload(SIZE);
-    let (mut reader, mut writer) = tokio::io::split(connect(&address).await);
-    let send = async {
-        writer.write_all(&data).await.unwrap();
-        writer.shutdown().await.unwrap();
-    };
-    let ((), echoed) = within("echo", async {
-        tokio::join!(send, read_until_closed(&mut reader))
-    })
-    .await;
+    let echoed = send_and_read_back(&address, &data).await;
     let expected: Vec<u8> = data
         .iter()
         .flat_map(|b| [b.to_ascii_uppercase(); 2])

@@ -12,14 +12,18 @@ pub use ::std::time::Duration;
 pub use ::std::vec::Vec;
 
 pub use crate::app::App;
-pub use crate::cluster::{Cluster, ClusterOptions, UpstreamProtocol};
+pub use crate::cluster::health::HealthCheck;
+pub use crate::cluster::{
+    CircuitBreakers, Cluster, ClusterOptions, HashPolicy, LbEndpoint, LbPolicy, OutlierDetection,
+    RetryBudget, SessionPersistence, UpstreamProtocol,
+};
 pub use crate::config::{BindAddress, EndpointAddress, Inputs};
 pub use crate::filter::HttpFilter;
 pub use crate::http::{Downstream, ResponseBody, exchange};
 pub use crate::listener::ListenerConfig;
 pub use crate::route::{
-    DirectResponse, Pipeline, Redirect, Route, RouteAction, RoutePolicy, Router, host_has_prefix,
-    host_has_suffix, host_is, request_host,
+    DirectResponse, Pipeline, Redirect, RetryOn, RetryPolicy, Route, RouteAction, RoutePolicy,
+    Router, Targets, host_has_prefix, host_has_suffix, host_is, request_host,
 };
 pub use ::http::{Request, Response};
 pub use ::hyper::body::Incoming;

@@ -101,6 +101,12 @@ stats_struct! {
         upstream_rq_5xx: Counter,
         upstream_cx_reuse: Counter,
         upstream_rq_reset: Counter,
+        upstream_rq_retry: Counter,
+        upstream_rq_retry_success: Counter,
+        upstream_rq_retry_overflow: Counter,
+        upstream_rq_retry_limit_exceeded: Counter,
+        upstream_rq_per_try_timeout: Counter,
+        upstream_rq_pending_overflow: Counter,
     }
 }
 
@@ -123,6 +129,7 @@ stats_struct! {
         upstream_connect_fail: Counter,
         upstream_reset: Counter,
         upstream_timeout: Counter,
+        upstream_overflow: Counter,
     }
 }
 

@@ -6,13 +6,19 @@
 //! ([`Cluster::pick_for`]): by priority and health, then by the cluster's [`LbPolicy`].
 
 pub mod balance;
+mod breaker;
 mod endpoint;
 pub mod health;
 mod options;
+mod outlier;
+mod sticky;
 
 pub use balance::{HashPolicy, LbPolicy};
+pub use breaker::{CircuitBreakers, RetryBudget, RetryPermit};
 pub use endpoint::{ActiveRequest, Endpoint, LbEndpoint};
 pub use options::{ClusterOptions, UpstreamProtocol};
+pub use outlier::OutlierDetection;
+pub use sticky::{Selection, SessionPersistence};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -89,6 +95,10 @@ pub enum UpstreamError {
     /// The connection failed or was reset before response headers: 502, flag `UC`.
     #[error("upstream connection failed before response headers: {0}")]
     Reset(#[source] hyper::Error),
+    /// A circuit breaker is open (too many connections, pending requests or requests):
+    /// 503, flag `UO`.
+    #[error("upstream overflow: circuit breaker `{0}` is open")]
+    Overflow(&'static str),
 }
 
 /// A named set of endpoints. See the module docs.
@@ -238,6 +248,34 @@ impl Cluster {
         self.endpoints.get(index)
     }
 
+    /// The endpoint for one attempt of an HTTP request: the endpoint the request's
+    /// session names (see [`SessionPersistence`]) while it is usable, else the
+    /// balancer's pick under the cluster's hash policy. Endpoints in `tried` (earlier
+    /// attempts of the same request) are avoided while another one is available.
+    /// `None`: no endpoint is available (503, flag `UH`).
+    pub fn select(
+        &self,
+        parts: &http::request::Parts,
+        client_ip: Option<IpAddr>,
+        tried: &[&Endpoint],
+    ) -> Option<Selection<'_>> {
+        // Interface only: session persistence and avoidance of tried endpoints are
+        // the session-persistence work (issue 4).
+        let _ = tried;
+        let endpoint = self.pick_for(self.request_hash(parts, client_ip))?;
+        Some(Selection {
+            endpoint,
+            session: None,
+        })
+    }
+
+    /// Tells outlier detection that a request to `endpoint` timed out (the route's or a
+    /// per-try timeout): a gateway failure, though `send` never returned.
+    pub fn record_timeout(&self, endpoint: &Endpoint) {
+        // Interface only: counted by outlier detection (issue 4).
+        let _ = endpoint;
+    }
+
     /// The hash key of an HTTP request under the cluster's [`HashPolicy`], for
     /// [`Self::pick_for`]; `None` when the policy is not consistent hashing, there is no
     /// hash policy, or the request lacks the hashed value. `client_ip` is the
@@ -285,7 +323,7 @@ impl Cluster {
         match &result {
             Ok(response) => self.stats.count_status(response.status().as_u16()),
             Err(UpstreamError::Reset(_)) => self.stats.upstream_rq_reset.inc(),
-            Err(UpstreamError::Connect(_)) => {}
+            Err(UpstreamError::Connect(_) | UpstreamError::Overflow(_)) => {}
         }
         result
     }

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use super::{HashPolicy, LbPolicy};
+use super::{CircuitBreakers, HashPolicy, LbPolicy, OutlierDetection, SessionPersistence};
 
 /// How a cluster speaks to its endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,12 @@ pub struct ClusterOptions {
     /// Percent by which a level's healthy share is scaled before traffic spills to
     /// lower priorities (Envoy's `overprovisioning_factor`). Default 140.
     pub overprovisioning_factor: u32,
+    /// Passive ejection of failing endpoints; `None` (the default) disables it.
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Limits on connections, pending requests, requests and retries. Envoy's defaults.
+    pub circuit_breakers: CircuitBreakers,
+    /// Sticky sessions; `None` (the default) disables them.
+    pub session_persistence: Option<SessionPersistence>,
 }
 
 impl ClusterOptions {
@@ -47,6 +53,9 @@ impl ClusterOptions {
         hash_policy: None,
         healthy_panic_threshold: 50,
         overprovisioning_factor: 140,
+        outlier_detection: None,
+        circuit_breakers: CircuitBreakers::DEFAULT,
+        session_persistence: None,
     };
 
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -88,6 +97,23 @@ impl ClusterOptions {
     /// Overprovisioning factor in percent (Envoy's default is 140); at least 1.
     pub const fn overprovisioning_factor(mut self, percent: u32) -> Self {
         self.overprovisioning_factor = if percent == 0 { 1 } else { percent };
+        self
+    }
+}
+
+impl ClusterOptions {
+    pub const fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
+        self.outlier_detection = Some(detection);
+        self
+    }
+
+    pub const fn circuit_breakers(mut self, breakers: CircuitBreakers) -> Self {
+        self.circuit_breakers = breakers;
+        self
+    }
+
+    pub const fn session_persistence(mut self, persistence: SessionPersistence) -> Self {
+        self.session_persistence = Some(persistence);
         self
     }
 }

@@ -129,7 +129,7 @@ pub async fn exchange<C: HttpFilter>(
 /// the summary; unknown text is not trusted into a log.
 fn response_flags(response: &Response<ResponseBody>) -> &'static str {
     const KNOWN: &[&str] = &[
-        "NR", "UH", "UF", "UC", "UT", "RL", "FI", "DI", "UAEX", "DPE",
+        "NR", "UH", "UF", "UC", "UT", "UO", "RL", "FI", "DI", "UAEX", "DPE",
     ];
     let Some(value) = response.headers().get(super::RESPONSE_FLAGS_HEADER) else {
         return "";
@@ -182,6 +182,7 @@ impl Outcome {
             LocalReply::ConnectFailure => &stats.upstream_connect_fail,
             LocalReply::UpstreamReset => &stats.upstream_reset,
             LocalReply::UpstreamTimeout => &stats.upstream_timeout,
+            LocalReply::UpstreamOverflow => &stats.upstream_overflow,
         };
         counter.inc();
         Self {
@@ -208,6 +209,12 @@ async fn act<C: HttpFilter>(
                 policy.allows_upgrade(requested.protocol.as_bytes())
                     && cluster.options().protocol == crate::cluster::UpstreamProtocol::Http1
             }
+            RouteAction::Split(targets, policy) => {
+                policy.allows_upgrade(requested.protocol.as_bytes())
+                    && targets.weighted().iter().all(|(cluster, _)| {
+                        cluster.options().protocol == crate::cluster::UpstreamProtocol::Http1
+                    })
+            }
             _ => false,
         };
         if !allowed {
@@ -222,6 +229,12 @@ async fn act<C: HttpFilter>(
         RouteAction::Forward(cluster, policy) => {
             forward(chain, cluster, policy, parts, body, downstream, upgrade).await
         }
+        RouteAction::Split(targets, policy) => match targets.choose() {
+            Some(cluster) => {
+                forward(chain, cluster, policy, parts, body, downstream, upgrade).await
+            }
+            None => Outcome::reply(LocalReply::NoHealthyUpstream, &downstream.stats),
+        },
         RouteAction::Direct(direct) => Outcome::local(direct_response(direct), ""),
         RouteAction::Redirect(redirect) => {
             Outcome::local(redirect_response(redirect, &parts, downstream), "")
@@ -301,6 +314,15 @@ async fn forward<C: HttpFilter>(
         Err(UpstreamError::Reset(error)) => {
             tracing::debug!(route = policy.name, cluster = cluster.name(), %error, "upstream reset");
             Outcome::reply(LocalReply::UpstreamReset, &downstream.stats)
+        }
+        Err(UpstreamError::Overflow(breaker)) => {
+            tracing::debug!(
+                route = policy.name,
+                cluster = cluster.name(),
+                breaker,
+                "upstream overflow"
+            );
+            Outcome::reply(LocalReply::UpstreamOverflow, &downstream.stats)
         }
     };
     outcome.upstream = Some(endpoint);

@@ -17,6 +17,7 @@ pub const RESPONSE_FLAGS_HEADER: HeaderName = HeaderName::from_static("x-proxy-r
 /// | `ConnectFailure` | 502 | `UF` | `upstream connect error\n` |
 /// | `UpstreamReset` | 502 | `UC` | `upstream reset before response\n` |
 /// | `UpstreamTimeout` | 504 | `UT` | `upstream request timeout\n` |
+/// | `UpstreamOverflow` | 503 | `UO` | `upstream overflow\n` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalReply {
     NoRoute,
@@ -24,13 +25,16 @@ pub enum LocalReply {
     ConnectFailure,
     UpstreamReset,
     UpstreamTimeout,
+    UpstreamOverflow,
 }
 
 impl LocalReply {
     pub const fn status(self) -> StatusCode {
         match self {
             LocalReply::NoRoute => StatusCode::NOT_FOUND,
-            LocalReply::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            LocalReply::NoHealthyUpstream | LocalReply::UpstreamOverflow => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             LocalReply::ConnectFailure | LocalReply::UpstreamReset => StatusCode::BAD_GATEWAY,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -44,6 +48,7 @@ impl LocalReply {
             LocalReply::ConnectFailure => "UF",
             LocalReply::UpstreamReset => "UC",
             LocalReply::UpstreamTimeout => "UT",
+            LocalReply::UpstreamOverflow => "UO",
         }
     }
 
@@ -54,6 +59,7 @@ impl LocalReply {
             LocalReply::ConnectFailure => "upstream connect error\n",
             LocalReply::UpstreamReset => "upstream reset before response\n",
             LocalReply::UpstreamTimeout => "upstream request timeout\n",
+            LocalReply::UpstreamOverflow => "upstream overflow\n",
         }
     }
 

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use super::{RetryPolicy, Targets};
 use crate::cluster::Cluster;
 
 /// The route chosen for one request.
@@ -31,6 +32,9 @@ impl Route<'_> {
 pub enum RouteAction<'a> {
     /// Proxy to `cluster` under `policy`.
     Forward(&'a Cluster, &'a RoutePolicy),
+    /// Proxy to one of several weighted clusters, and/or mirror to others, under
+    /// `policy`.
+    Split(&'a Targets, &'a RoutePolicy),
     /// Answer locally with a fixed status and body.
     Direct(&'a DirectResponse),
     /// Answer with a redirect built from the request and the configured parts.
@@ -51,6 +55,8 @@ pub struct RoutePolicy {
     /// HTTP/1.1 upgrades (`websocket`, ...) this route tunnels after a `101`; an upgrade
     /// request for anything else is refused with 403. Lowercase.
     pub upgrades: &'static [&'static str],
+    /// Retries of failed attempts; `None`: a request is tried once.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl RoutePolicy {
@@ -62,7 +68,13 @@ impl RoutePolicy {
             name,
             timeout,
             upgrades: &[],
+            retry: None,
         }
+    }
+
+    pub const fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
     }
 
     pub const fn upgrades(mut self, upgrades: &'static [&'static str]) -> Self {

@@ -7,9 +7,13 @@
 
 mod action;
 mod host;
+mod retry;
+mod targets;
 
 pub use action::{DirectResponse, Redirect, Route, RouteAction, RoutePolicy};
 pub use host::{host_has_prefix, host_has_suffix, host_is, request_host};
+pub use retry::{RetryOn, RetryPolicy};
+pub use targets::{Mirror, Targets};
 
 use std::future::Future;
 

@@ -7,6 +7,7 @@ pub use ::regex::Regex;
 pub use ::std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub use ::std::path::PathBuf;
 pub use ::std::process::ExitCode;
+pub use ::std::string::String;
 pub use ::std::sync::Arc;
 pub use ::std::time::Duration;
 pub use ::std::vec::Vec;
@@ -14,8 +15,9 @@ pub use ::std::vec::Vec;
 pub use crate::app::App;
 pub use crate::cluster::health::HealthCheck;
 pub use crate::cluster::{
-    CircuitBreakers, Cluster, ClusterOptions, HashPolicy, LbEndpoint, LbPolicy, OutlierDetection,
-    RetryBudget, SessionPersistence, UpstreamProtocol,
+    CircuitBreakers, Cluster, ClusterOptions, DnsDiscovery, DnsFamily, DnsMode, DnsTarget,
+    HashPolicy, LbEndpoint, LbPolicy, OutlierDetection, RetryBudget, SessionPersistence,
+    UpstreamProtocol,
 };
 pub use crate::config::{BindAddress, EndpointAddress, Inputs};
 pub use crate::filter::HttpFilter;

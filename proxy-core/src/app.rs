@@ -174,6 +174,7 @@ async fn serve<T: Topology>(
         hook()?;
     }
     let mut server = Server::new(settings);
+    warm_dns_clusters(topology, &mut server).await;
     if let Err(error) = topology.serve(&mut server) {
         // Listeners bound before the failure must not leave socket files behind.
         server.shutdown().await;
@@ -184,6 +185,10 @@ async fn serve<T: Topology>(
     for cluster in topology.clusters() {
         if let Some(checks) = cluster.health_checks() {
             server.spawn_background(checks);
+        }
+        // Outlier detection's review (returns ejected endpoints), where configured.
+        if let Some(review) = cluster.outlier_detection() {
+            server.spawn_background(review);
         }
     }
     tracing::info!("ready");
@@ -196,6 +201,44 @@ async fn serve<T: Topology>(
     server.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts DNS discovery for the clusters that use it and waits, at most
+/// [`WARMING_TIMEOUT`](crate::cluster::WARMING_TIMEOUT), for each target's first
+/// resolution, so the first requests find endpoints (Envoy's cluster warming). Past the
+/// bound the proxy serves anyway: those clusters answer 503 `UH` until a resolution
+/// succeeds, and discovery keeps retrying.
+async fn warm_dns_clusters<T: Topology>(topology: &'static T, server: &mut Server) {
+    let mut warming = Vec::new();
+    for cluster in topology.clusters() {
+        if let Some(discovery) = cluster.discovery() {
+            server.spawn_background(discovery);
+            warming.push(cluster);
+        }
+    }
+    if warming.is_empty() {
+        return;
+    }
+    let all = async {
+        for cluster in &warming {
+            cluster.discovery_warmed().await;
+        }
+    };
+    let timeout = crate::cluster::WARMING_TIMEOUT;
+    if tokio::time::timeout(timeout, all).await.is_err() {
+        tracing::warn!(
+            ?timeout,
+            "DNS clusters not resolved in time; serving anyway, resolution continues"
+        );
+    }
+    for cluster in warming {
+        let endpoints = cluster.current_endpoints().len();
+        if endpoints == 0 {
+            tracing::warn!(cluster = cluster.name(), "DNS cluster has no endpoints yet");
+        } else {
+            tracing::info!(cluster = cluster.name(), endpoints, "DNS cluster warmed");
+        }
+    }
 }
 
 /// Closes pooled upstream connections past their idle timeout, for every cluster.
@@ -246,11 +289,19 @@ fn check_report<T: Topology>(topology: &T, inputs: &Inputs) -> String {
         out.push('\n');
     }
     for cluster in topology.clusters() {
-        let endpoints: Vec<String> = cluster
-            .endpoints()
-            .iter()
-            .map(|e| e.address().to_string())
-            .collect();
+        // A DNS cluster's endpoints are only known once it runs: show its targets.
+        let endpoints: Vec<String> = match cluster.dns_discovery() {
+            Some(dns) => cluster
+                .dns_targets()
+                .iter()
+                .map(|t| format!("{:?} dns {}:{}", dns.mode, t.host, t.port).to_lowercase())
+                .collect(),
+            None => cluster
+                .endpoints()
+                .iter()
+                .map(|e| e.address().to_string())
+                .collect(),
+        };
         let _ = writeln!(
             out,
             "  cluster {} -> [{}]",

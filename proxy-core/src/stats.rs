@@ -13,14 +13,17 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct Counter(AtomicU64);
 
 impl Counter {
+    /// Adds one.
     #[inline]
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    /// Adds `n`.
     #[inline]
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
+    /// The current count.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -31,14 +34,17 @@ impl Counter {
 pub struct Gauge(AtomicI64);
 
 impl Gauge {
+    /// Adds one.
     #[inline]
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    /// Subtracts one.
     #[inline]
     pub fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+    /// The current value.
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -72,7 +78,7 @@ macro_rules! stats_struct {
         $(#[$meta])*
         #[derive(Debug, Default)]
         pub struct $name {
-            $(pub $field: $kind,)*
+            $(#[doc = concat!("`", stringify!($field), "`")] pub $field: $kind,)*
         }
 
         impl $name {
@@ -85,7 +91,19 @@ macro_rules! stats_struct {
 }
 
 stats_struct! {
-    /// `cluster.<name>.*`
+    /// `cluster.<name>.*`, Envoy's cluster traffic counters. Notes on the ones whose
+    /// meaning is not obvious from Envoy's docs:
+    ///
+    /// | stat | counts |
+    /// |---|---|
+    /// | `upstream_cx_total` | connections established (HTTP and TCP proxy; failed dials are `upstream_cx_connect_fail`) |
+    /// | `upstream_cx_active` (gauge) | connections open now |
+    /// | `upstream_rq_total` | requests admitted by `max_requests` and sent to an endpoint |
+    /// | `upstream_rq_5xx` | 5xx response heads, plus connect failures and resets (charged as 503) and timeouts reported with `Cluster::record_timeout` (charged as 504), as Envoy charges them |
+    /// | `upstream_rq_pending_overflow` | requests refused by `max_requests` or `max_pending_requests` (503 `UO`) |
+    /// | `upstream_rq_pending_total`, `upstream_rq_pending_active` (gauge) | requests that waited (now waiting) for a connection under `max_connections` |
+    /// | `upstream_cx_overflow` | times a connection was needed while `max_connections` was reached (once per waiting request or refused TCP proxy connection) |
+    /// | `upstream_rq_retry_overflow` | retries refused by `max_retries` or the retry budget |
     ClusterStats {
         upstream_cx_total: Counter,
         upstream_cx_active: Gauge,
@@ -94,6 +112,12 @@ stats_struct! {
         upstream_cx_destroy: Counter,
         upstream_rq_total: Counter,
         upstream_rq_active: Gauge,
+        // DNS discovery, per target resolution (Envoy's names; see `cluster::dns`).
+        update_attempt: Counter,
+        update_success: Counter,
+        update_failure: Counter,
+        update_no_rebuild: Counter,
+        membership_change: Counter,
         upstream_rq_timeout: Counter,
         upstream_rq_2xx: Counter,
         upstream_rq_3xx: Counter,
@@ -107,6 +131,9 @@ stats_struct! {
         upstream_rq_retry_limit_exceeded: Counter,
         upstream_rq_per_try_timeout: Counter,
         upstream_rq_pending_overflow: Counter,
+        upstream_rq_pending_total: Counter,
+        upstream_rq_pending_active: Gauge,
+        upstream_cx_overflow: Counter,
     }
 }
 
@@ -217,18 +244,31 @@ stats_struct! {
 /// | `versions.TLSv1.2`, `versions.TLSv1.3` | completed handshakes by negotiated version |
 #[derive(Debug, Default)]
 pub struct TlsStats {
+    /// See the table above.
     pub handshake: Counter,
+    /// See the table above.
     pub session_reused: Counter,
+    /// See the table above.
     pub no_certificate: Counter,
+    /// See the table above.
     pub connection_error: Counter,
+    /// See the table above.
     pub fail_verify_no_cert: Counter,
+    /// See the table above.
     pub fail_verify_error: Counter,
+    /// See the table above.
     pub fail_handshake_timeout: Counter,
+    /// See the table above.
     pub fail_incompatible: Counter,
+    /// See the table above.
     pub fail_peer_alert: Counter,
+    /// See the table above.
     pub fail_protocol: Counter,
+    /// See the table above.
     pub fail_io: Counter,
+    /// See the table above.
     pub versions_tls1_2: Counter,
+    /// See the table above.
     pub versions_tls1_3: Counter,
 }
 
@@ -267,6 +307,50 @@ stats_struct! {
         passive_failure: Counter,
         verify_cluster: Counter,
         healthy: Gauge,
+    }
+}
+
+stats_struct! {
+    /// `cluster.<name>.outlier_detection.*`, Envoy's outlier detection counters (only the
+    /// consecutive-error detectors exist here).
+    ///
+    /// | stat | counts |
+    /// |---|---|
+    /// | `ejections_active` (gauge) | endpoints ejected now |
+    /// | `ejections_total` | ejections carried out, whatever the detector (Envoy's deprecated total) |
+    /// | `ejections_overflow` | ejections skipped because `max_ejection_percent` was reached |
+    /// | `ejections_enforced_total` | ejections carried out |
+    /// | `ejections_detected_consecutive_5xx` | times an endpoint reached `consecutive_5xx`, ejected or not |
+    /// | `ejections_enforced_consecutive_5xx` | of those, ejections carried out |
+    /// | `ejections_detected_consecutive_gateway_failure` | times an endpoint reached `consecutive_gateway_failure` |
+    /// | `ejections_enforced_consecutive_gateway_failure` | of those, ejections carried out |
+    OutlierStats {
+        ejections_active: Gauge,
+        ejections_total: Counter,
+        ejections_overflow: Counter,
+        ejections_enforced_total: Counter,
+        ejections_detected_consecutive_5xx: Counter,
+        ejections_enforced_consecutive_5xx: Counter,
+        ejections_detected_consecutive_gateway_failure: Counter,
+        ejections_enforced_consecutive_gateway_failure: Counter,
+    }
+}
+
+stats_struct! {
+    /// `cluster.<name>.circuit_breakers.default.*`: a snapshot of the cluster's circuit
+    /// breakers (Envoy's default priority), taken when read. The `*_open` gauges are 1
+    /// while that resource is at its limit, else 0; `remaining_*` is what is left below
+    /// the limit. `cx_pool_open` is always 0: there is no limit on connection pools.
+    CircuitBreakerStats {
+        cx_open: Gauge,
+        cx_pool_open: Gauge,
+        rq_pending_open: Gauge,
+        rq_open: Gauge,
+        rq_retry_open: Gauge,
+        remaining_cx: Gauge,
+        remaining_pending: Gauge,
+        remaining_rq: Gauge,
+        remaining_retries: Gauge,
     }
 }
 

@@ -4,17 +4,28 @@
 //! The macro builds each cluster once at start-up and gives routers direct references,
 //! so choosing a cluster costs nothing per request. [`balance`] chooses the endpoint
 //! ([`Cluster::pick_for`]): by priority and health, then by the cluster's [`LbPolicy`].
+//! [`Cluster::select`] adds session persistence ([`SessionPersistence`]) and avoids
+//! endpoints a request already tried.
+//!
+//! A static cluster's endpoints and balancer are fixed at start-up. A DNS cluster
+//! ([`Cluster::from_dns`]) re-resolves host names in the background and swaps its host
+//! set whole when the answers change; picks stay lock-free and still return `&Endpoint`
+//! (see [`dns`](self::dns) for how).
 
 pub mod balance;
 mod breaker;
+mod dns;
 mod endpoint;
 pub mod health;
 mod options;
 mod outlier;
+mod render;
 mod sticky;
 
 pub use balance::{HashPolicy, LbPolicy};
 pub use breaker::{CircuitBreakers, RetryBudget, RetryPermit};
+pub(crate) use breaker::{ConnectionSlot, InFlight};
+pub use dns::{DnsDiscovery, DnsFamily, DnsMode, DnsTarget, WARMING_TIMEOUT};
 pub use endpoint::{ActiveRequest, Endpoint, LbEndpoint};
 pub use options::{ClusterOptions, UpstreamProtocol};
 pub use outlier::OutlierDetection;
@@ -32,6 +43,8 @@ use crate::http::{RequestBody, ResponseBody};
 use crate::stats::{ClusterStats, TlsStats};
 use crate::tls::{ClusterTls, UpstreamTls};
 use crate::upstream::{ConnectError, connect, connect_tls};
+
+use breaker::Waited;
 
 /// Tries of one request over HTTP/2 when connections hand it back unsent.
 const HTTP2_ATTEMPTS: u32 = 3;
@@ -115,6 +128,17 @@ pub struct Cluster {
     tls: Option<ClusterTls>,
     /// Active health checking settings and counters; see [`health`].
     health: health::ClusterHealth,
+    /// Circuit breaker counts (shared with the guards that release them); see [`breaker`].
+    breakers: Arc<breaker::Breakers>,
+    /// Outlier detection counters and state; see [`outlier`].
+    outlier: outlier::ClusterOutlier,
+    /// Session persistence, when configured (and valid); see [`SessionPersistence`].
+    sessions: Option<sticky::Sessions>,
+    /// Tokens of `endpoints`; empty without session persistence.
+    session_table: sticky::SessionTable,
+    /// Endpoints discovered by DNS, for a cluster built with [`Cluster::from_dns`]; its
+    /// `endpoints` and `balancer` are then empty and unused. See [`dns`].
+    dns: Option<Box<dns::DnsHosts>>,
 }
 
 impl Cluster {
@@ -156,6 +180,11 @@ impl Cluster {
             options.overprovisioning_factor,
             options.healthy_panic_threshold,
         );
+        let sessions = sticky::Sessions::new(name, options.session_persistence);
+        let session_table = sessions
+            .as_ref()
+            .map(|sessions| sessions.table(endpoints.iter().map(|e| &e.address)))
+            .unwrap_or_default();
         let endpoints = endpoints
             .into_iter()
             .map(|endpoint| Endpoint::new(endpoint, &options))
@@ -168,12 +197,18 @@ impl Cluster {
             stats: Arc::default(),
             tls: None,
             health: health::ClusterHealth::default(),
+            breakers: Arc::default(),
+            outlier: outlier::ClusterOutlier::default(),
+            sessions,
+            session_table,
+            dns: None,
         }
     }
 
     /// Originates TLS to every endpoint with `tls`, offering ALPN for the cluster's
-    /// protocol. Each endpoint's server name is `tls`'s `sni`, else its IP address; a
-    /// Unix-socket endpoint without `sni` fails to connect (502 `UF`).
+    /// protocol. Each endpoint's server name is `tls`'s `sni`, else its IP address (a
+    /// DNS cluster's: the target's host name); a Unix-socket endpoint without `sni`
+    /// fails to connect (502 `UF`).
     /// [`Inputs::cluster_tls`](crate::config::Inputs::cluster_tls) also uses the host
     /// names endpoints were resolved from, and reports a missing name at start-up.
     pub fn tls(self, tls: Arc<UpstreamTls>) -> Self {
@@ -222,8 +257,45 @@ impl Cluster {
         self.name
     }
 
+    /// The endpoints of a static cluster, in configuration order (indices match
+    /// [`Self::pick_for`]'s world). Empty for a DNS cluster, whose endpoints change:
+    /// see [`Self::current_endpoints`].
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
+    }
+
+    /// The endpoints traffic may go to now: a static cluster's endpoints, or a DNS
+    /// cluster's latest resolution. Allocates; for reports, admin and tests.
+    pub fn current_endpoints(&self) -> Vec<&Endpoint> {
+        let mut endpoints = Vec::new();
+        self.for_each_endpoint(|endpoint| endpoints.push(endpoint));
+        endpoints
+    }
+
+    /// Calls `f` on each of [`Self::current_endpoints`], without allocating.
+    pub(crate) fn for_each_endpoint<'a>(&'a self, f: impl FnMut(&'a Endpoint)) {
+        match self.dns.as_deref() {
+            Some(dns) => dns.for_each_member(f),
+            None => self.endpoints.iter().for_each(f),
+        }
+    }
+
+    /// The TLS server name to dial `endpoint` with: from `sni`, the host name it was
+    /// configured or resolved from, or its IP address. `None` without TLS, or for a
+    /// Unix socket without `sni`.
+    pub(crate) fn tls_server_name(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Option<&rustls_pki_types::ServerName<'static>> {
+        let tls = self.tls.as_ref()?;
+        if let Some(dns) = self.dns.as_deref() {
+            return dns.server_name(endpoint);
+        }
+        let index = self
+            .endpoints
+            .iter()
+            .position(|candidate| std::ptr::eq(candidate, endpoint))?;
+        tls.server_name(index)
     }
 
     pub fn options(&self) -> &ClusterOptions {
@@ -244,14 +316,24 @@ impl Cluster {
     /// ([`Self::request_hash`]); only the consistent-hash policies use it, and without
     /// one they pick at random. See [`balance`] for the rules.
     pub fn pick_for(&self, key: Option<u64>) -> Option<&Endpoint> {
-        let index = self.balancer.pick(&self.endpoints, key)?;
+        if let Some(dns) = self.dns.as_deref() {
+            let set = dns.current();
+            let index = set.balancer.pick(|i| dns.member(&set, i), key, &[])?;
+            return dns.member(&set, index);
+        }
+        let index = self
+            .balancer
+            .pick(|index| self.endpoints.get(index), key, &[])?;
         self.endpoints.get(index)
     }
 
     /// The endpoint for one attempt of an HTTP request: the endpoint the request's
     /// session names (see [`SessionPersistence`]) while it is usable, else the
     /// balancer's pick under the cluster's hash policy. Endpoints in `tried` (earlier
-    /// attempts of the same request) are avoided while another one is available.
+    /// attempts of the same request) are avoided while another one is available (see
+    /// [`balance`]); a session endpoint in `tried` is passed over like an unhealthy one.
+    /// `session` is set whenever the balancer picked and persistence is on. Lock-free
+    /// and allocation-free (a cookie's value is shared, not copied).
     /// `None`: no endpoint is available (503, flag `UH`).
     pub fn select(
         &self,
@@ -259,21 +341,77 @@ impl Cluster {
         client_ip: Option<IpAddr>,
         tried: &[&Endpoint],
     ) -> Option<Selection<'_>> {
-        // Interface only: session persistence and avoidance of tried endpoints are
-        // the session-persistence work (issue 4).
-        let _ = tried;
-        let endpoint = self.pick_for(self.request_hash(parts, client_ip))?;
+        let key = self.request_hash(parts, client_ip);
+        if let Some(dns) = self.dns.as_deref() {
+            let set = dns.current();
+            return self.select_in(
+                |index| dns.member(&set, index),
+                &set.balancer,
+                &set.sessions,
+                parts,
+                key,
+                tried,
+            );
+        }
+        self.select_in(
+            |index| self.endpoints.get(index),
+            &self.balancer,
+            &self.session_table,
+            parts,
+            key,
+            tried,
+        )
+    }
+
+    /// [`Self::select`] over one set of endpoints: `endpoint` maps the indices that
+    /// `balancer` and `table` use to endpoints.
+    fn select_in<'e>(
+        &self,
+        endpoint: impl Fn(usize) -> Option<&'e Endpoint>,
+        balancer: &balance::Balancer,
+        table: &sticky::SessionTable,
+        parts: &http::request::Parts,
+        key: Option<u64>,
+        tried: &[&Endpoint],
+    ) -> Option<Selection<'e>> {
+        let Some(sessions) = &self.sessions else {
+            let endpoint = endpoint(balancer.pick(&endpoint, key, tried)?)?;
+            return Some(Selection {
+                endpoint,
+                session: None,
+            });
+        };
+        let usable = |candidate: &Endpoint| {
+            candidate.is_healthy() && !tried.iter().any(|t| std::ptr::eq(*t, candidate))
+        };
+        let named = sessions
+            .requested(parts)
+            .filter_map(|token| endpoint(table.find(token)?))
+            .find(|candidate| usable(candidate));
+        if let Some(endpoint) = named {
+            return Some(Selection {
+                endpoint,
+                session: None,
+            });
+        }
+        let index = balancer.pick(&endpoint, key, tried)?;
+        let session = table
+            .header(index)
+            .map(|value| (sessions.header_name().clone(), value.clone()));
         Some(Selection {
-            endpoint,
-            session: None,
+            endpoint: endpoint(index)?,
+            session,
         })
     }
 
     /// Tells outlier detection that a request to `endpoint` timed out (the route's or a
     /// per-try timeout): a gateway failure, though `send` never returned.
+    ///
+    /// Counts `upstream_rq_5xx` (Envoy charges a timeout as 504) and reports a 504 to
+    /// outlier detection: an error for both consecutive detectors.
     pub fn record_timeout(&self, endpoint: &Endpoint) {
-        // Interface only: counted by outlier detection (issue 4).
-        let _ = endpoint;
+        self.stats.upstream_rq_5xx.inc();
+        self.outlier_status(endpoint, outlier::TIMEOUT_STATUS);
     }
 
     /// The hash key of an HTTP request under the cluster's [`HashPolicy`], for
@@ -306,24 +444,47 @@ impl Cluster {
         for endpoint in self.endpoints.iter() {
             endpoint.pool().prune();
         }
+        if let Some(dns) = self.dns.as_deref() {
+            dns.prune_idle();
+        }
     }
 
     /// Sends `request` to `endpoint` and returns its response head with a streaming body.
+    ///
+    /// The request is admitted under `max_requests` first and then holds its slot and
+    /// its endpoint's least-request count until its response body ends, fails or is
+    /// dropped (see [`breaker`]); a request that needs a new connection while
+    /// `max_connections` is reached waits as a pending request. The outcome is counted
+    /// (`upstream_rq_<class>` for a response; `upstream_rq_5xx` too for a connect
+    /// failure or reset, which Envoy charges as 503) and reported to outlier detection.
     pub(crate) async fn send(
         &self,
         endpoint: &Endpoint,
         request: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
+        let in_flight = self.admit_request(endpoint)?;
         self.stats.upstream_rq_total.inc();
-        let _active = endpoint.track_request();
         let result = match self.options.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(endpoint, request).await,
-            UpstreamProtocol::Http2 => self.send_http2(endpoint, request).await,
+            UpstreamProtocol::Http1 => self.send_http1(endpoint, request, in_flight).await,
+            UpstreamProtocol::Http2 => self.send_http2(endpoint, request, in_flight).await,
         };
         match &result {
-            Ok(response) => self.stats.count_status(response.status().as_u16()),
-            Err(UpstreamError::Reset(_)) => self.stats.upstream_rq_reset.inc(),
-            Err(UpstreamError::Connect(_) | UpstreamError::Overflow(_)) => {}
+            Ok(response) => {
+                let status = response.status().as_u16();
+                self.stats.count_status(status);
+                self.outlier_status(endpoint, status);
+            }
+            Err(UpstreamError::Reset(_)) => {
+                self.stats.upstream_rq_reset.inc();
+                self.stats.upstream_rq_5xx.inc();
+                self.outlier_status(endpoint, outlier::LOCAL_FAILURE_STATUS);
+            }
+            Err(UpstreamError::Connect(_)) => {
+                self.stats.upstream_rq_5xx.inc();
+                self.outlier_status(endpoint, outlier::LOCAL_FAILURE_STATUS);
+            }
+            // The proxy's own limit, not the endpoint's doing.
+            Err(UpstreamError::Overflow(_)) => {}
         }
         result
     }
@@ -332,12 +493,10 @@ impl Cluster {
         &self,
         endpoint: &Endpoint,
         mut request: Request<RequestBody>,
+        in_flight: InFlight,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         loop {
-            let (mut sender, reused) = match endpoint.pool().checkout() {
-                Some(sender) => (sender, true),
-                None => (self.connect_http1(endpoint).await?, false),
-            };
+            let (mut sender, reused) = self.http1_sender(endpoint).await?;
             if reused {
                 // The previous exchange may still be settling on the connection task.
                 if sender.ready().await.is_err() {
@@ -350,7 +509,9 @@ impl Cluster {
                     // After a 101 the connection belongs to the tunnel, not the pool.
                     let returner = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS)
                         .then(|| endpoint.pool().returner(sender));
-                    return Ok(response.map(|body| ResponseBody::upstream(body, returner)));
+                    return Ok(
+                        response.map(|body| ResponseBody::upstream(body, returner, in_flight))
+                    );
                 }
                 Err(mut error) => match error.take_message() {
                     // A pooled connection the origin closed while it sat idle hands the
@@ -363,16 +524,39 @@ impl Cluster {
         }
     }
 
+    /// A connection to `endpoint`: an idle pooled one (`true`), else a new one (`false`),
+    /// waiting as a pending request while `max_connections` is reached.
+    async fn http1_sender(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<(http1::SendRequest<RequestBody>, bool), UpstreamError> {
+        if let Some(sender) = endpoint.pool().checkout() {
+            return Ok((sender, true));
+        }
+        let slot = match self.connection_slot() {
+            Some(slot) => slot,
+            None => {
+                let checkout = || endpoint.pool().checkout();
+                match self.wait_for_connection(endpoint, checkout).await? {
+                    Waited::Reuse(sender) => return Ok((sender, true)),
+                    Waited::Slot(slot) => slot,
+                }
+            }
+        };
+        Ok((self.connect_http1(endpoint, slot).await?, false))
+    }
+
     async fn connect_http1(
         &self,
         endpoint: &Endpoint,
+        slot: ConnectionSlot,
     ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
         let stream = self.dial(endpoint).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(handshake_failed(endpoint))?;
-        self.spawn_connection(connection.with_upgrades());
+        self.spawn_connection(connection.with_upgrades(), slot);
         Ok(sender)
     }
 
@@ -380,6 +564,7 @@ impl Cluster {
         &self,
         endpoint: &Endpoint,
         mut request: Request<RequestBody>,
+        in_flight: InFlight,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         // A bodiless idempotent request can be rebuilt if the origin turns its stream
         // away unprocessed; keep a copy of its head for that (HTTP/2 clusters only).
@@ -392,7 +577,7 @@ impl Cluster {
             };
             let error = match sender.try_send_request(request).await {
                 Ok(response) => {
-                    return Ok(response.map(|body| ResponseBody::upstream(body, None)));
+                    return Ok(response.map(|body| ResponseBody::upstream(body, None, in_flight)));
                 }
                 Err(error) => error,
             };
@@ -422,7 +607,8 @@ impl Cluster {
     }
 
     /// One shared HTTP/2 connection per endpoint. Concurrent first requests wait for a
-    /// single dial instead of each opening their own.
+    /// single dial instead of each opening their own; the dialling one waits as a
+    /// pending request while `max_connections` is reached.
     async fn connect_http2(
         &self,
         endpoint: &Endpoint,
@@ -431,12 +617,22 @@ impl Cluster {
         if let Some(cached) = endpoint.http2_sender() {
             return Ok(cached);
         }
+        let slot = match self.connection_slot() {
+            Some(slot) => slot,
+            None => {
+                let shared = || endpoint.http2_sender();
+                match self.wait_for_connection(endpoint, shared).await? {
+                    Waited::Reuse(cached) => return Ok(cached),
+                    Waited::Slot(slot) => slot,
+                }
+            }
+        };
         let stream = self.dial(endpoint).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
             .await
             .map_err(handshake_failed(endpoint))?;
-        self.spawn_connection(connection);
+        self.spawn_connection(connection, slot);
         let generation = endpoint.set_http2_sender(sender.clone());
         Ok((generation, sender))
     }
@@ -446,11 +642,7 @@ impl Cluster {
         let dialled = match &self.tls {
             None => connect(endpoint.address(), timeout).await,
             Some(tls) => {
-                let index = self
-                    .endpoints
-                    .iter()
-                    .position(|candidate| std::ptr::eq(candidate, endpoint));
-                let server_name = index.and_then(|index| tls.server_name(index));
+                let server_name = self.tls_server_name(endpoint);
                 connect_tls(endpoint.address(), timeout, tls, server_name).await
             }
         };
@@ -469,8 +661,9 @@ impl Cluster {
         }
     }
 
-    /// Drives an upstream connection on its own task until either side closes it.
-    fn spawn_connection<C>(&self, connection: C)
+    /// Drives an upstream connection on its own task until either side closes it. The
+    /// task holds the connection's `max_connections` slot and frees it at the end.
+    fn spawn_connection<C>(&self, connection: C, slot: ConnectionSlot)
     where
         C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
     {
@@ -483,6 +676,7 @@ impl Cluster {
             }
             stats.upstream_cx_active.dec();
             stats.upstream_cx_destroy.inc();
+            drop(slot);
         });
     }
 }

@@ -167,6 +167,26 @@ impl Inputs {
         }
     }
 
+    /// `host:port` from `env(VAR, default)` for a DNS cluster, which resolves the host
+    /// itself, periodically. A Unix path or a value without a port is reported.
+    pub fn host_port_env(&mut self, var: &str, default: &str) -> (String, u16) {
+        let value = self.value(var, default);
+        let parsed = value
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty() && !host.starts_with("unix"))
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)));
+        match parsed {
+            Some((host, port)) => {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                (host.to_owned(), port)
+            }
+            None => {
+                self.record(var, value, "host:port, e.g. api.internal:8080", None);
+                (String::new(), 0)
+            }
+        }
+    }
+
     /// A host-name endpoint written as a literal (`"origin.internal:8080"`), resolved once
     /// at start-up. IP literals never come here: the macro builds them as constants.
     pub fn resolve_host(&mut self, host_port: &str) -> EndpointAddress {

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
+use crate::cluster::InFlight;
 use crate::filter::{BodyProgress, Flow, HttpFilter};
 use crate::upstream::PoolReturn;
 
@@ -77,8 +79,79 @@ async fn discard(mut body: Incoming) {
     let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
 }
 
+/// A request body kept in memory so it can be sent more than once (retries, mirrors):
+/// its data chunks, already through the request-body filters, and its trailers. Every
+/// attempt reads the same chunks (`Bytes` clones, never a copy).
+#[derive(Debug, Default)]
+pub(crate) struct BufferedBody {
+    chunks: Vec<Bytes>,
+    trailers: Option<HeaderMap>,
+    len: u64,
+}
+
+impl BufferedBody {
+    /// Data bytes held.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// Reads a [`BufferedBody`] from the start: its chunks, then its trailers.
+#[derive(Debug)]
+struct Replay {
+    buffer: Arc<BufferedBody>,
+    /// The next chunk; `chunks.len()` means the trailers are next.
+    next: usize,
+    done: bool,
+}
+
+impl Replay {
+    fn new(buffer: Arc<BufferedBody>) -> Self {
+        let done = buffer.chunks.is_empty() && buffer.trailers.is_none();
+        Self {
+            buffer,
+            next: 0,
+            done,
+        }
+    }
+
+    fn next_frame(&mut self) -> Option<Frame<Bytes>> {
+        if self.done {
+            return None;
+        }
+        if let Some(chunk) = self.buffer.chunks.get(self.next) {
+            self.next += 1;
+            self.done = self.next == self.buffer.chunks.len() && self.buffer.trailers.is_none();
+            return Some(Frame::data(chunk.clone()));
+        }
+        self.done = true;
+        self.buffer.trailers.clone().map(Frame::trailers)
+    }
+
+    fn remaining(&self) -> u64 {
+        let rest = self.buffer.chunks.get(self.next..).unwrap_or_default();
+        rest.iter().map(|chunk| chunk.len() as u64).sum()
+    }
+}
+
+/// How reading a request body into memory ended ([`RequestBody::buffer`]).
+pub(crate) enum Buffering {
+    /// The whole body fit: it can be replayed.
+    Complete(Arc<BufferedBody>),
+    /// The body outgrew the limit: this body sends what was read, then streams the rest.
+    TooLarge(RequestBody),
+    /// A request-body filter answered; its response is in the body's outcome channel.
+    Rejected,
+    /// Reading from the client failed.
+    Failed(hyper::Error),
+}
+
 /// A request body on its way upstream.
 pub struct RequestBody {
+    /// Frames already read (and filtered) that go out before anything from `inner`: a
+    /// replayed body, or the prefix of one that outgrew the replay buffer. `None` on
+    /// the plain streaming path, which stays as cheap as without retries.
+    buffered: Option<Replay>,
     /// `None` for a body known to be empty (such as a replayed bodiless request) or
     /// abandoned after a filter rejected it.
     inner: Option<Incoming>,
@@ -109,6 +182,7 @@ impl RequestBody {
         if inner.is_end_stream() {
             return (
                 Self {
+                    buffered: None,
                     inner: Some(inner),
                     filter,
                     received: 0,
@@ -120,6 +194,7 @@ impl RequestBody {
         let (tx, rx) = oneshot::channel();
         (
             Self {
+                buffered: None,
                 inner: Some(inner),
                 filter,
                 received: 0,
@@ -132,10 +207,53 @@ impl RequestBody {
     /// A body with no bytes.
     pub(crate) fn empty() -> Self {
         Self {
+            buffered: None,
             inner: None,
             filter: None,
             received: 0,
             on_end: None,
+        }
+    }
+
+    /// A body that sends `buffer` (already filtered): one attempt of a replayed request.
+    pub(crate) fn replay(buffer: Arc<BufferedBody>) -> Self {
+        Self {
+            buffered: Some(Replay::new(buffer)),
+            ..Self::empty()
+        }
+    }
+
+    /// Reads the body (running the request-body filters over each chunk, once) until it
+    /// ends or more than `limit` bytes have arrived, so a request can be replayed.
+    pub(crate) async fn buffer(mut self, limit: usize) -> Buffering {
+        use http_body_util::BodyExt;
+        let limit = limit as u64;
+        let mut body = BufferedBody::default();
+        loop {
+            match self.frame().await {
+                None => return Buffering::Complete(Arc::new(body)),
+                Some(Err(BodyError::Rejected)) => return Buffering::Rejected,
+                Some(Err(BodyError::Downstream(error))) => return Buffering::Failed(error),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(chunk) => {
+                        body.len += chunk.len() as u64;
+                        if !chunk.is_empty() {
+                            body.chunks.push(chunk);
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            body.trailers = Some(trailers);
+                        }
+                    }
+                },
+            }
+            if body.len > limit {
+                // Too large to keep: what was read goes out first, then the rest streams
+                // through this same body (filters and outcome reporting carry on).
+                self.buffered = Some(Replay::new(Arc::new(body)));
+                return Buffering::TooLarge(self);
+            }
         }
     }
 
@@ -155,6 +273,12 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if let Some(replay) = this.buffered.as_mut() {
+            if let Some(frame) = replay.next_frame() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            this.buffered = None;
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -208,13 +332,25 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
+        self.buffered.as_ref().is_none_or(|replay| replay.done)
+            && self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
+        let hint = self
+            .inner
             .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint);
+        let Some(replay) = &self.buffered else {
+            return hint;
+        };
+        let buffered = replay.remaining();
+        let mut total = SizeHint::new();
+        total.set_lower(hint.lower().saturating_add(buffered));
+        if let Some(upper) = hint.upper() {
+            total.set_upper(upper.saturating_add(buffered));
+        }
+        total
     }
 }
 
@@ -241,17 +377,24 @@ enum Kind {
     /// Runs a filter chain's response-body hooks (one allocation per request, only on
     /// routes with filters: the chain's per-request state travels with the body).
     Filtered(Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>),
+    /// A body from upstream. `on_end` (an HTTP/1.1 connection) goes back to its pool
+    /// when the body ends; `in_flight` (the request's circuit-breaker slot and its
+    /// endpoint's least-request count) is released when the body ends, fails or is
+    /// dropped, after the connection is back so a pending request woken by it finds it.
     Upstream {
         body: Incoming,
         on_end: Option<PoolReturn>,
+        in_flight: Option<InFlight>,
     },
 }
 
 impl ResponseBody {
+    /// A body with no bytes.
     pub fn empty() -> Self {
         Self { kind: Kind::Empty }
     }
 
+    /// A body of `bytes`, built whole by the proxy (a local reply).
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
         if bytes.is_empty() {
@@ -281,18 +424,32 @@ impl ResponseBody {
     }
 
     /// Streams `body` from upstream. `on_end` (an HTTP/1.1 connection) goes back to its
-    /// pool as soon as the body is complete: immediately if it is already empty.
-    pub(crate) fn upstream(body: Incoming, on_end: Option<PoolReturn>) -> Self {
+    /// pool as soon as the body is complete, and `in_flight` is released then (or when
+    /// the body fails or is dropped): both immediately if the body is already empty.
+    pub(crate) fn upstream(
+        body: Incoming,
+        on_end: Option<PoolReturn>,
+        in_flight: InFlight,
+    ) -> Self {
         if body.is_end_stream() {
             if let Some(conn) = on_end {
                 conn.release();
             }
+            drop(in_flight);
             return Self {
-                kind: Kind::Upstream { body, on_end: None },
+                kind: Kind::Upstream {
+                    body,
+                    on_end: None,
+                    in_flight: None,
+                },
             };
         }
         Self {
-            kind: Kind::Upstream { body, on_end },
+            kind: Kind::Upstream {
+                body,
+                on_end,
+                in_flight: Some(in_flight),
+            },
         }
     }
 }
@@ -309,20 +466,29 @@ impl Body for ResponseBody {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Filtered(body) => body.as_mut().poll_frame(cx),
-            Kind::Upstream { body, on_end } => {
+            Kind::Upstream {
+                body,
+                on_end,
+                in_flight,
+            } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 match &frame {
                     None => {
                         if let Some(conn) = on_end.take() {
                             conn.release();
                         }
+                        drop(in_flight.take());
                     }
                     Some(Ok(_)) if body.is_end_stream() => {
                         if let Some(conn) = on_end.take() {
                             conn.release();
                         }
+                        drop(in_flight.take());
                     }
-                    Some(Err(_)) => drop(on_end.take()),
+                    Some(Err(_)) => {
+                        drop(on_end.take());
+                        drop(in_flight.take());
+                    }
                     Some(Ok(_)) => {}
                 }
                 Poll::Ready(frame)

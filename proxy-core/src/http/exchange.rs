@@ -1,5 +1,4 @@
 use std::fmt::Write as _;
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,15 +11,18 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
-use super::body::{BodyOutcome, RequestBodyFilter};
+use super::body::{BodyOutcome, BufferedBody, Buffering, RequestBodyFilter};
 use super::filtered::{Exchange, FilteredBody, RequestBytes};
-use super::grpc;
 use super::headers::{into_upstream_form, prepare_response, sanitize_request};
 use super::local_reply::plain_text;
+use super::retry::{Attempt, Clock, RouteWait, wait_head};
 use super::{LocalReply, RequestBody, ResponseBody};
-use crate::cluster::{Cluster, Endpoint, UpstreamError};
+use super::{grpc, mirror};
+use crate::cluster::{Cluster, Endpoint, RetryPermit, Selection, UpstreamError};
 use crate::filter::{Flow, HttpFilter, RequestInfo};
-use crate::route::{DirectResponse, Redirect, Route, RouteAction, RoutePolicy, request_host};
+use crate::route::{
+    DirectResponse, Mirror, Redirect, RetryPolicy, Route, RouteAction, RoutePolicy, request_host,
+};
 use crate::stats::{GaugeGuard, ListenerStats};
 
 /// What the proxy knows about the downstream connection a request arrived on. Built
@@ -227,11 +229,26 @@ async fn act<C: HttpFilter>(
     }
     match action {
         RouteAction::Forward(cluster, policy) => {
-            forward(chain, cluster, policy, parts, body, downstream, upgrade).await
+            forward(
+                chain,
+                cluster,
+                policy,
+                &[],
+                parts,
+                body,
+                downstream,
+                upgrade,
+            )
+            .await
         }
+        // Retries stay within the cluster drawn here.
         RouteAction::Split(targets, policy) => match targets.choose() {
             Some(cluster) => {
-                forward(chain, cluster, policy, parts, body, downstream, upgrade).await
+                let mirrors = targets.mirrors();
+                forward(
+                    chain, cluster, policy, mirrors, parts, body, downstream, upgrade,
+                )
+                .await
             }
             None => Outcome::reply(LocalReply::NoHealthyUpstream, &downstream.stats),
         },
@@ -243,19 +260,22 @@ async fn act<C: HttpFilter>(
     }
 }
 
+/// Proxies the request to `cluster`: one attempt, or several under the route's retry
+/// policy, plus fire-and-forget copies to `mirrors`. See [`super::retry`] and
+/// [`super::mirror`] for the semantics.
+#[allow(clippy::too_many_arguments)] // called only from `act`; a struct would only rename them
 async fn forward<C: HttpFilter>(
     chain: &'static C,
     cluster: &'static Cluster,
     policy: &'static RoutePolicy,
+    mirrors: &'static [Mirror],
     mut parts: Parts,
     body: Incoming,
     downstream: &Downstream,
     upgrade: Option<Upgrade>,
 ) -> Outcome {
-    // Computed on the request as received (before the upstream form), and only when the
-    // cluster balances by a hash.
-    let hash = cluster.request_hash(&parts, downstream.client_ip);
-    let Some(endpoint) = cluster.pick_for(hash) else {
+    // Chosen on the request as received (before the upstream form).
+    let Some(selection) = cluster.select(&parts, downstream.client_ip, &[]) else {
         return Outcome::reply(LocalReply::NoHealthyUpstream, &downstream.stats);
     };
     // A gRPC caller's own deadline bounds the wait when it is the shorter one (only for
@@ -275,59 +295,319 @@ async fn forward<C: HttpFilter>(
     let body_filter: Option<&'static dyn RequestBodyFilter> =
         if C::IS_NOOP { None } else { Some(chain) };
     let (body, body_outcome) = RequestBody::new(body, body_filter);
-    let request = Request::from_parts(parts, body);
-    let _in_flight = GaugeGuard::new(&cluster.stats().upstream_rq_active);
-    let sent = cluster.send(endpoint, request);
-    let (result, request_bytes) = match within_route_timeout(sent, timeout, body_outcome).await {
-        RouteWait::Response(result, request_bytes) => (result, request_bytes),
-        RouteWait::Rejected(response) => return Outcome::refusal(response),
-        RouteWait::TimedOut => {
-            // Dropping the send closes that upstream connection: it has a request in
-            // flight whose response nobody will read.
-            cluster.stats().upstream_rq_timeout.inc();
-            tracing::debug!(
-                route = policy.name,
-                cluster = cluster.name(),
-                ?timeout,
-                "upstream timeout"
-            );
-            let reply = Outcome::reply(LocalReply::UpstreamTimeout, &downstream.stats);
-            return Outcome {
-                deadline_exceeded: deadline_bound,
-                ..reply
-            };
-        }
+
+    // Retries and mirrors need the request more than once; an upgrade is never repeated.
+    let retry = policy.retry.as_ref().filter(|_| upgrade.is_none());
+    let per_try = retry.and_then(|retry| retry.per_try_timeout);
+    let retry = retry.filter(|retry| retry.num_retries > 0);
+    let mirrored = match &upgrade {
+        None if !mirrors.is_empty() => mirror::draw(mirrors),
+        _ => Vec::new(),
     };
-    let mut outcome = match result {
-        Ok(mut response) => {
-            let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-            match upgrade {
-                Some(upgrade) if switched => upgrade.tunnel(&mut response, &downstream.stats),
-                _ => prepare_response(&mut response),
+    let upstream = Upstream {
+        cluster,
+        policy,
+        downstream,
+        timeout,
+        deadline_bound,
+        per_try,
+    };
+    if retry.is_none() && mirrored.is_empty() {
+        // The common path: sent once, the body streamed, nothing kept.
+        let request = Request::from_parts(parts, body);
+        return upstream
+            .attempts(selection, request, body_outcome, None, None, upgrade)
+            .await;
+    }
+    let limit = retry.map_or(RetryPolicy::DEFAULT_MAX_BUFFERED_BODY, |retry| {
+        retry.max_buffered_body
+    });
+    match keep_for_replay(parts, body, body_outcome, limit).await {
+        Kept::Replay(replay) => {
+            for mirror in mirrored {
+                let copy = super::retry::copy_parts(&replay.parts);
+                let body = replay.body.clone();
+                mirror::spawn(mirror, copy, body, downstream.client_ip, policy.timeout);
             }
-            Outcome::local(response, "")
+            let request = replay.request();
+            upstream
+                .attempts(selection, request, None, Some(&replay), retry, upgrade)
+                .await
         }
-        Err(UpstreamError::Connect(error)) => {
-            tracing::debug!(route = policy.name, cluster = cluster.name(), %error, "upstream connect failure");
-            Outcome::reply(LocalReply::ConnectFailure, &downstream.stats)
-        }
-        Err(UpstreamError::Reset(error)) => {
-            tracing::debug!(route = policy.name, cluster = cluster.name(), %error, "upstream reset");
-            Outcome::reply(LocalReply::UpstreamReset, &downstream.stats)
-        }
-        Err(UpstreamError::Overflow(breaker)) => {
+        Kept::Stream(request, body_outcome) => {
             tracing::debug!(
                 route = policy.name,
-                cluster = cluster.name(),
-                breaker,
-                "upstream overflow"
+                limit,
+                "request body over the replay buffer: streamed, not retried or mirrored"
             );
-            Outcome::reply(LocalReply::UpstreamOverflow, &downstream.stats)
+            upstream
+                .attempts(selection, request, body_outcome, None, None, upgrade)
+                .await
         }
+        Kept::Rejected(response) => Outcome::refusal(response),
+    }
+}
+
+/// What every attempt of one forwarded request shares.
+struct Upstream<'d> {
+    cluster: &'static Cluster,
+    policy: &'static RoutePolicy,
+    downstream: &'d Downstream,
+    /// The route timeout, or the gRPC caller's deadline when that is shorter.
+    timeout: Option<Duration>,
+    /// `timeout` is the gRPC caller's deadline.
+    deadline_bound: bool,
+    per_try: Option<Duration>,
+}
+
+impl Upstream<'_> {
+    /// Sends `request` to `selection`, and again (rebuilt from `replay`) while the
+    /// attempt's outcome is retriable under `retry` and retries are left. A request
+    /// without `replay` is tried once. `body_outcome` reports a streamed body's end.
+    async fn attempts(
+        &self,
+        mut selection: Selection<'static>,
+        mut request: Request<RequestBody>,
+        mut body_outcome: Option<oneshot::Receiver<BodyOutcome>>,
+        replay: Option<&Replay>,
+        retry: Option<&RetryPolicy>,
+        upgrade: Option<Upgrade>,
+    ) -> Outcome {
+        let cluster = self.cluster;
+        let retry = retry.zip(replay);
+        let mut clock = Clock::new(self.timeout);
+        let mut tried: Vec<&'static Endpoint> = Vec::new();
+        let mut retries = 0;
+        // Held while a retry is in flight: the cluster's retry limit counts it.
+        let mut _permit: Option<RetryPermit<'static>> = None;
+        loop {
+            let endpoint = selection.endpoint;
+            let wait = {
+                let _in_flight = GaugeGuard::new(&cluster.stats().upstream_rq_active);
+                let sent = cluster.send(endpoint, request);
+                wait_head(sent, body_outcome.take(), &mut clock, self.per_try).await
+            };
+            let (attempt, request_bytes) = match wait {
+                RouteWait::Response(Ok(response), bytes) => (Attempt::Response(response), bytes),
+                RouteWait::Response(Err(error), bytes) => (Attempt::Failed(error), bytes),
+                RouteWait::Rejected(response) => return Outcome::refusal(response),
+                RouteWait::TimedOut(bytes) => {
+                    // Dropping the send closes that upstream connection: it has a request
+                    // in flight whose response nobody will read.
+                    cluster.record_timeout(endpoint);
+                    let mut outcome = self.route_timeout();
+                    outcome.upstream = Some(endpoint);
+                    outcome.request_bytes = replayed_bytes(replay, bytes);
+                    return outcome;
+                }
+                RouteWait::PerTryTimedOut(bytes) => {
+                    cluster.stats().upstream_rq_per_try_timeout.inc();
+                    cluster.record_timeout(endpoint);
+                    tracing::debug!(
+                        route = self.policy.name,
+                        cluster = cluster.name(),
+                        endpoint = %endpoint.address(),
+                        per_try = ?self.per_try,
+                        "upstream per-try timeout"
+                    );
+                    (Attempt::PerTryTimeout, bytes)
+                }
+            };
+            let request_bytes = replayed_bytes(replay, request_bytes);
+            let retry = match retry.filter(|(policy, _)| attempt.is_retriable(policy)) {
+                None => {
+                    if retries > 0 && matches!(attempt, Attempt::Response(_)) {
+                        cluster.stats().upstream_rq_retry_success.inc();
+                    }
+                    None
+                }
+                Some((policy, _)) if retries >= policy.num_retries => {
+                    cluster.stats().upstream_rq_retry_limit_exceeded.inc();
+                    None
+                }
+                Some(retry) => {
+                    // The previous retry is over; the next needs its own permit
+                    // (`try_retry` counts the overflow when there is none).
+                    _permit = None;
+                    _permit = cluster.try_retry();
+                    _permit.as_ref().map(|_| retry)
+                }
+            };
+            let Some((policy, replay)) = retry else {
+                return self.attempt_outcome(attempt, selection, request_bytes, upgrade);
+            };
+            // A failed response is discarded with its body (which closes its connection).
+            drop(attempt);
+            tried.push(endpoint);
+            retries += 1;
+            cluster.stats().upstream_rq_retry.inc();
+            if !clock.backoff(policy.backoff(retries)).await {
+                // The route timeout fired during the backoff: no attempt is in flight.
+                let mut outcome = self.route_timeout();
+                outcome.request_bytes = RequestBytes::Known(replay.bytes());
+                return outcome;
+            }
+            let client_ip = self.downstream.client_ip;
+            selection = match cluster.select(&replay.parts, client_ip, &tried) {
+                Some(selection) => selection,
+                None => {
+                    return Outcome::reply(LocalReply::NoHealthyUpstream, &self.downstream.stats);
+                }
+            };
+            tracing::debug!(
+                route = self.policy.name,
+                cluster = cluster.name(),
+                retry = retries,
+                endpoint = %selection.endpoint.address(),
+                "retrying request"
+            );
+            request = replay.request();
+        }
+    }
+
+    /// The route timeout fired (504 `UT`).
+    fn route_timeout(&self) -> Outcome {
+        self.cluster.stats().upstream_rq_timeout.inc();
+        tracing::debug!(
+            route = self.policy.name,
+            cluster = self.cluster.name(),
+            timeout = ?self.timeout,
+            "upstream timeout"
+        );
+        Outcome {
+            deadline_exceeded: self.deadline_bound,
+            ..Outcome::reply(LocalReply::UpstreamTimeout, &self.downstream.stats)
+        }
+    }
+
+    /// The client's answer from the attempt that ends the request.
+    fn attempt_outcome(
+        &self,
+        attempt: Attempt,
+        selection: Selection<'static>,
+        request_bytes: RequestBytes,
+        upgrade: Option<Upgrade>,
+    ) -> Outcome {
+        let (route, cluster) = (self.policy.name, self.cluster.name());
+        let stats = &self.downstream.stats;
+        let mut outcome = match attempt {
+            Attempt::Response(mut response) => {
+                let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                match upgrade {
+                    Some(upgrade) if switched => upgrade.tunnel(&mut response, stats),
+                    _ => prepare_response(&mut response),
+                }
+                // Session persistence: tell the client which endpoint to come back to.
+                if let Some((name, value)) = selection.session {
+                    let headers = response.headers_mut();
+                    if name == header::SET_COOKIE {
+                        headers.append(name, value);
+                    } else {
+                        headers.insert(name, value);
+                    }
+                }
+                Outcome::local(response, "")
+            }
+            Attempt::Failed(UpstreamError::Connect(error)) => {
+                tracing::debug!(route, cluster, %error, "upstream connect failure");
+                Outcome::reply(LocalReply::ConnectFailure, stats)
+            }
+            Attempt::Failed(UpstreamError::Reset(error)) => {
+                tracing::debug!(route, cluster, %error, "upstream reset");
+                Outcome::reply(LocalReply::UpstreamReset, stats)
+            }
+            Attempt::Failed(UpstreamError::Overflow(breaker)) => {
+                tracing::debug!(route, cluster, breaker, "upstream overflow");
+                Outcome::reply(LocalReply::UpstreamOverflow, stats)
+            }
+            Attempt::PerTryTimeout => Outcome::reply(LocalReply::UpstreamTimeout, stats),
+        };
+        outcome.upstream = Some(selection.endpoint);
+        outcome.request_bytes = request_bytes;
+        outcome
+    }
+}
+
+/// The request bytes of an attempt: a replayed body's length is known up front.
+fn replayed_bytes(replay: Option<&Replay>, bytes: RequestBytes) -> RequestBytes {
+    match replay {
+        Some(replay) => RequestBytes::Known(replay.bytes()),
+        None => bytes,
+    }
+}
+
+/// A request kept so it can be sent again: its head (upstream form) and its body, if it
+/// has one.
+struct Replay {
+    parts: Parts,
+    body: Option<Arc<BufferedBody>>,
+}
+
+impl Replay {
+    /// One more attempt of the request.
+    fn request(&self) -> Request<RequestBody> {
+        let body = self
+            .body
+            .clone()
+            .map_or_else(RequestBody::empty, RequestBody::replay);
+        Request::from_parts(super::retry::copy_parts(&self.parts), body)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.body.as_ref().map_or(0, |body| body.len())
+    }
+}
+
+/// What [`keep_for_replay`] made of a request.
+enum Kept {
+    Replay(Replay),
+    /// Sent once: the body outgrew the buffer (its prefix goes first, then the rest).
+    Stream(Request<RequestBody>, Option<oneshot::Receiver<BodyOutcome>>),
+    /// A request-body filter answered while the body was read.
+    Rejected(Response<ResponseBody>),
+}
+
+/// Reads a request body of up to `limit` bytes into memory before the first attempt,
+/// so the request can be retried or mirrored. Request-body filters see each chunk
+/// once, as it is read.
+async fn keep_for_replay(
+    parts: Parts,
+    body: RequestBody,
+    body_outcome: Option<oneshot::Receiver<BodyOutcome>>,
+    limit: usize,
+) -> Kept {
+    use http_body::Body as _;
+    let Some(mut body_outcome) = body_outcome else {
+        // Bodiless: nothing to keep but the head.
+        return Kept::Replay(Replay { parts, body: None });
     };
-    outcome.upstream = Some(endpoint);
-    outcome.request_bytes = request_bytes;
-    outcome
+    if body.size_hint().lower() > limit as u64 {
+        // Declared larger than the buffer: stream it right away.
+        return Kept::Stream(Request::from_parts(parts, body), Some(body_outcome));
+    }
+    match body.buffer(limit).await {
+        Buffering::Complete(buffer) => Kept::Replay(Replay {
+            parts,
+            body: Some(buffer),
+        }),
+        Buffering::TooLarge(body) => {
+            Kept::Stream(Request::from_parts(parts, body), Some(body_outcome))
+        }
+        Buffering::Rejected => match body_outcome.try_recv() {
+            Ok(BodyOutcome::Rejected(response)) => Kept::Rejected(response),
+            _ => Kept::Rejected(invalid_body()),
+        },
+        Buffering::Failed(error) => {
+            // The client went away or sent a malformed body before it was complete:
+            // nothing was sent upstream, and there is nothing to send.
+            tracing::debug!(%error, "request body failed while buffered");
+            Kept::Rejected(invalid_body())
+        }
+    }
+}
+
+fn invalid_body() -> Response<ResponseBody> {
+    plain_text(StatusCode::BAD_REQUEST, "invalid request body\n")
 }
 
 /// An HTTP/1.1 upgrade the client asked for (`Connection: upgrade` + `Upgrade: ..`).
@@ -403,56 +683,6 @@ impl Upgrade {
                 tracing::debug!(%error, "upgraded connection closed with error");
             }
         });
-    }
-}
-
-/// How waiting for the upstream response head ended.
-enum RouteWait<T> {
-    Response(T, RequestBytes),
-    /// A request-body filter answered instead.
-    Rejected(Response<ResponseBody>),
-    TimedOut,
-}
-
-/// Awaits the upstream response head under the route timeout.
-///
-/// The timeout runs from the end of the request (Envoy semantics): a large upload is
-/// bounded by the client's pace, not by the route timeout. An origin may still answer
-/// before the upload ends; then there is nothing left to time. A request-body filter may
-/// reject the upload meanwhile; its reply wins.
-async fn within_route_timeout<T>(
-    sent: impl Future<Output = T>,
-    timeout: Option<Duration>,
-    body_outcome: Option<oneshot::Receiver<BodyOutcome>>,
-) -> RouteWait<T> {
-    let mut sent = std::pin::pin!(sent);
-    let mut request_bytes = RequestBytes::Known(0);
-    if let Some(mut body_outcome) = body_outcome {
-        // A request-body filter that rejects the upload first reports its answer, then
-        // fails the upstream send: checking the body first (and again if the send still
-        // wins) makes its answer win over the resulting upstream error.
-        tokio::select! {
-            biased;
-            ended = &mut body_outcome => match ended {
-                Ok(BodyOutcome::Complete { bytes }) => request_bytes = RequestBytes::Known(bytes),
-                Ok(BodyOutcome::Rejected(response)) => return RouteWait::Rejected(response),
-                // The client went away mid-upload: the upstream call fails on its own.
-                Err(_) => {}
-            },
-            result = &mut sent => {
-                if let Ok(BodyOutcome::Rejected(response)) = body_outcome.try_recv() {
-                    return RouteWait::Rejected(response);
-                }
-                return RouteWait::Response(result, RequestBytes::Pending(body_outcome));
-            }
-        }
-    }
-    match timeout {
-        None => RouteWait::Response(sent.await, request_bytes),
-        Some(timeout) => match tokio::time::timeout(timeout, sent).await {
-            Ok(result) => RouteWait::Response(result, request_bytes),
-            Err(_) => RouteWait::TimedOut,
-        },
     }
 }
 

@@ -12,7 +12,9 @@ mod filtered;
 mod grpc;
 mod headers;
 mod local_reply;
+mod mirror;
 mod request_id;
+mod retry;
 
 // The `http` crate's types, so filters written against proxy-core need no other
 // dependency: `proxy_core::http::request::Parts`, `proxy_core::http::StatusCode`, ...

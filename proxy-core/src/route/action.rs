@@ -50,7 +50,8 @@ pub struct RoutePolicy {
     /// Route name for logs and `--check`: `listener/virtual_host/index`.
     pub name: &'static str,
     /// How long to wait for the upstream's response headers, from when the request has
-    /// been sent. `None` disables the timeout. On expiry the client gets 504 with flag `UT`.
+    /// been received whole; it bounds all attempts and retry backoffs together. `None`
+    /// disables the timeout. On expiry the client gets 504 with flag `UT`.
     pub timeout: Option<Duration>,
     /// HTTP/1.1 upgrades (`websocket`, ...) this route tunnels after a `101`; an upgrade
     /// request for anything else is refused with 403. Lowercase.
@@ -63,6 +64,7 @@ impl RoutePolicy {
     /// Envoy's default route timeout.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
+    /// A policy with `timeout`, no upgrades and no retries.
     pub const fn new(name: &'static str, timeout: Option<Duration>) -> Self {
         Self {
             name,
@@ -72,11 +74,13 @@ impl RoutePolicy {
         }
     }
 
+    /// Retries failed attempts under `policy` (see [`RetryPolicy`]).
     pub const fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
     }
 
+    /// Sets [`Self::upgrades`].
     pub const fn upgrades(mut self, upgrades: &'static [&'static str]) -> Self {
         self.upgrades = upgrades;
         self
@@ -93,11 +97,14 @@ impl RoutePolicy {
 /// A fixed local answer, e.g. `direct_response(200, "ok")`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectResponse {
+    /// The status sent (100..=599, validated by the macro).
     pub status: u16,
+    /// The body sent, as `text/plain`.
     pub body: &'static str,
 }
 
 impl DirectResponse {
+    /// Answers `status` with `body`.
     pub const fn new(status: u16, body: &'static str) -> Self {
         Self { status, body }
     }
@@ -109,8 +116,11 @@ impl DirectResponse {
 pub struct Redirect {
     /// 301, 302, 303, 307 or 308 (validated by the macro).
     pub status: u16,
+    /// Replaces the scheme (`https`).
     pub scheme: Option<&'static str>,
+    /// Replaces the host.
     pub host: Option<&'static str>,
+    /// Replaces the port.
     pub port: Option<u16>,
     /// Replaces the whole path.
     pub path: Option<&'static str>,
@@ -121,6 +131,7 @@ pub struct Redirect {
 }
 
 impl Redirect {
+    /// A redirect with `status` that keeps every part of the request's URL.
     pub const fn new(status: u16) -> Self {
         Self {
             status,
@@ -132,18 +143,22 @@ impl Redirect {
             strip_query: false,
         }
     }
+    /// Sets [`Self::scheme`].
     pub const fn scheme(mut self, scheme: &'static str) -> Self {
         self.scheme = Some(scheme);
         self
     }
+    /// Sets [`Self::host`].
     pub const fn host(mut self, host: &'static str) -> Self {
         self.host = Some(host);
         self
     }
+    /// Sets [`Self::port`].
     pub const fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
         self
     }
+    /// Sets [`Self::path`].
     pub const fn path(mut self, path: &'static str) -> Self {
         self.path = Some(path);
         self
@@ -157,6 +172,7 @@ impl Redirect {
         self.prefix_rewrite = Some((matched, replacement));
         self
     }
+    /// Sets [`Self::strip_query`].
     pub const fn strip_query(mut self, strip: bool) -> Self {
         self.strip_query = strip;
         self

@@ -1,4 +1,11 @@
 //! Forwarding to more than one cluster: weighted traffic splitting and mirroring.
+//!
+//! A [`RouteAction::Split`](super::RouteAction::Split) draws one cluster per request
+//! in proportion to the weights (Envoy's `weighted_clusters`, without runtime keys or
+//! per-cluster header rules); the whole request, retries included, stays on that
+//! cluster. Each mirror then gets a copy of the request with its own probability
+//! (Envoy's `request_mirror_policies` with `runtime_fraction`); see `http::mirror` for
+//! how a copy is sent and what is not mirrored.
 
 use std::sync::Arc;
 
@@ -19,13 +26,16 @@ pub struct Targets {
 /// are discarded and can never affect the client's.
 #[derive(Debug)]
 pub struct Mirror {
+    /// Where the copies go.
     pub cluster: Arc<Cluster>,
     /// Share of requests mirrored, 0..=100.
     pub percent: u32,
 }
 
 impl Targets {
-    /// `weighted` must not be empty; weights of 0 never receive traffic.
+    /// A split over `weighted`, without mirrors. `weighted` must not be empty; weights
+    /// of 0 never receive traffic. A `Targets` with one cluster of weight > 0 is how a
+    /// single-cluster route gets mirrors.
     pub fn new(weighted: Vec<(Arc<Cluster>, u32)>) -> Self {
         let total_weight = weighted
             .iter()
@@ -37,7 +47,8 @@ impl Targets {
         }
     }
 
-    /// Also sends `percent` (0..=100) of requests to `cluster`, fire-and-forget.
+    /// Also sends a copy of `percent` (0..=100, larger values are 100) of requests to
+    /// `cluster`, fire-and-forget.
     pub fn mirror(mut self, cluster: Arc<Cluster>, percent: u32) -> Self {
         let mut mirrors = std::mem::take(&mut self.mirrors).into_vec();
         mirrors.push(Mirror {
@@ -64,14 +75,17 @@ impl Targets {
         None
     }
 
+    /// The clusters and their weights, in configuration order.
     pub fn weighted(&self) -> &[(Arc<Cluster>, u32)] {
         &self.weighted
     }
 
+    /// The sum of the weights (saturating).
     pub fn total_weight(&self) -> u32 {
         self.total_weight
     }
 
+    /// The mirrors, in configuration order.
     pub fn mirrors(&self) -> &[Mirror] {
         &self.mirrors
     }

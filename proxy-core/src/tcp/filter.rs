@@ -53,6 +53,9 @@ pub enum CloseReason {
     NoHealthyUpstream,
     /// Dialling the upstream endpoint failed or timed out.
     ConnectFailed,
+    /// The cluster's `max_connections` circuit breaker was reached: closed without
+    /// dialling (counted in the cluster's `upstream_cx_overflow`).
+    UpstreamOverflow,
     /// [`NetworkFilter::on_read`] or [`NetworkFilter::on_write`] returned
     /// [`NetworkFlow::Close`].
     FilterClosed,

@@ -243,7 +243,8 @@ fn count(stats: &TcpProxyStats, reason: CloseReason) {
         CloseReason::Drain => &stats.downstream_cx_drain_close,
         CloseReason::DownstreamError => &stats.downstream_cx_error,
         CloseReason::UpstreamError => &stats.upstream_cx_error,
-        CloseReason::Completed => return,
+        // Counted in the cluster's `upstream_cx_overflow`, as Envoy does.
+        CloseReason::Completed | CloseReason::UpstreamOverflow => return,
     };
     counter.inc();
 }
@@ -271,6 +272,16 @@ async fn proxy_connection<'l, F: NetworkFilter>(
         return CloseReason::NoHealthyUpstream;
     };
     *upstream_address = Some(endpoint.address());
+    // Held until the pipe ends: the connection counts against the cluster's
+    // `max_connections` like an HTTP one, and does not wait for a slot.
+    let Some(_slot) = cluster.tcp_connection_slot(endpoint) else {
+        tracing::debug!(
+            listener = listener.name,
+            cluster = cluster.name(),
+            "circuit breaker max_connections reached; closing"
+        );
+        return CloseReason::UpstreamOverflow;
+    };
     let upstream = match dial(cluster, endpoint).await {
         Ok(upstream) => upstream,
         Err(error) => {
@@ -318,7 +329,9 @@ async fn proxy_connection<'l, F: NetworkFilter>(
 /// as its HTTP connections do.
 async fn dial(cluster: &Cluster, endpoint: &Endpoint) -> Result<Stream, ConnectError> {
     let stats = cluster.stats();
-    match connect(endpoint.address(), cluster.options().connect_timeout).await {
+    let dialled = connect(endpoint.address(), cluster.options().connect_timeout).await;
+    cluster.outlier_connect(endpoint, dialled.is_ok());
+    match dialled {
         Ok(stream) => {
             stats.upstream_cx_total.inc();
             Ok(stream)

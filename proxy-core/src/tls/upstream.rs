@@ -266,6 +266,16 @@ impl ClusterTls {
         self.server_names.get(index).and_then(Option::as_ref)
     }
 
+    /// The server name for an endpoint discovered after start-up (DNS), resolved from
+    /// `host`: as for configured endpoints, `sni` first.
+    pub(crate) fn server_name_for(
+        &self,
+        address: &EndpointAddress,
+        host: Option<&str>,
+    ) -> Option<ServerName<'static>> {
+        server_name(&self.tls, address, host)
+    }
+
     /// Runs the client side of a handshake on a connected `stream`, counting the
     /// outcome. The caller bounds it with the connect timeout and reports a timeout
     /// through [`timed_out`](Self::timed_out).

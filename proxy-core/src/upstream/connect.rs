@@ -12,23 +12,46 @@ use crate::tls::ClusterTls;
 /// 502 with response flag `UF`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// Dialling (and the TLS handshake, if any) took longer than `connect_timeout`.
     #[error("connect to {address} timed out after {timeout:?}")]
-    Timeout { address: String, timeout: Duration },
+    Timeout {
+        /// The endpoint dialled.
+        address: String,
+        /// The cluster's `connect_timeout`.
+        timeout: Duration,
+    },
+    /// The dial failed (refused, unreachable, no such socket file, ...).
     #[error("connect to {address} failed: {source}")]
-    Io { address: String, source: io::Error },
+    Io {
+        /// The endpoint dialled.
+        address: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The connection opened but the HTTP/1.1 or HTTP/2 handshake failed.
     #[error("HTTP handshake with {address} failed: {source}")]
     Handshake {
+        /// The endpoint dialled.
         address: String,
+        /// hyper's error.
         source: hyper::Error,
     },
     /// The TLS handshake failed: the origin's certificate did not verify, it refused
     /// ours, or no protocol version or cipher suite is common to both.
     #[error("TLS handshake with {address} failed: {source}")]
-    Tls { address: String, source: io::Error },
+    Tls {
+        /// The endpoint dialled.
+        address: String,
+        /// rustls' error, as an I/O error.
+        source: io::Error,
+    },
     /// The cluster originates TLS but has no server name for this endpoint (a Unix
     /// socket, and the cluster's TLS settings give no `sni`).
     #[error("no TLS server name for {address}: set `sni` in the cluster's tls settings")]
-    NoServerName { address: String },
+    NoServerName {
+        /// The endpoint without a server name.
+        address: String,
+    },
 }
 
 /// Dials `address`, giving up after `timeout`.

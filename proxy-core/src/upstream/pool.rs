@@ -63,6 +63,20 @@ impl Pool {
             .retain(|conn| !conn.sender.is_closed() && now.duration_since(conn.since) < timeout);
     }
 
+    /// Closes the least recently used idle connection, if there is one; returns whether
+    /// one was closed. Its circuit-breaker slot frees once its connection task ends.
+    pub(crate) fn evict_oldest(&self) -> bool {
+        let mut idle = self.shared.lock();
+        if idle.is_empty() {
+            return false;
+        }
+        // Dropped outside the lock: closing a connection need not hold up checkouts.
+        let oldest = idle.remove(0);
+        drop(idle);
+        drop(oldest);
+        true
+    }
+
     pub(crate) fn idle_count(&self) -> usize {
         self.shared.lock().len()
     }

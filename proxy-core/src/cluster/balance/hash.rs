@@ -52,13 +52,20 @@ pub(crate) fn ip_key(ip: IpAddr) -> u64 {
 }
 
 /// The first value of cookie `name` across all `Cookie` headers (HTTP/2 may split them).
-fn cookie<'p>(parts: &'p Parts, name: &str) -> Option<&'p [u8]> {
+fn cookie<'p>(parts: &'p Parts, name: &'p str) -> Option<&'p [u8]> {
+    cookies(parts, name).next()
+}
+
+/// Every value of cookie `name`, in order, across all `Cookie` headers. Pairs are split
+/// on `;` and trimmed (RFC 6265 §5.4 joins them with `; `); pairs without `=` are
+/// skipped. Values are returned as sent, quotes included.
+pub(crate) fn cookies<'p>(parts: &'p Parts, name: &'p str) -> impl Iterator<Item = &'p [u8]> {
     parts
         .headers
         .get_all(COOKIE)
         .iter()
         .flat_map(|header| header.as_bytes().split(|&byte| byte == b';'))
-        .find_map(|pair| {
+        .filter_map(move |pair| {
             let pair = pair.trim_ascii();
             let eq = pair.iter().position(|&byte| byte == b'=')?;
             let (key, value) = (pair.get(..eq)?, pair.get(eq + 1..)?);

@@ -29,13 +29,15 @@
 //!
 //! The pick path takes no lock and allocates nothing: health is read from each
 //! endpoint's atomic flag, schedules, rings and tables are built once at start-up over
-//! every endpoint, and unhealthy entries are skipped at pick time. A pick costs one pass
-//! over the cluster's health flags, plus the policy's own work.
+//! every endpoint (for a DNS cluster, once per change of its host set, off the request
+//! path), and unhealthy entries are skipped at pick time. A pick costs one pass over the
+//! cluster's health flags, plus the policy's own work. Endpoints a request already
+//! tried are skipped the same way (see `Balancer::pick`).
 
 mod hash;
 mod priority;
 
-pub(crate) use hash::{ip_key, request_key};
+pub(crate) use hash::{cookies, ip_key, request_key};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -186,10 +188,26 @@ impl Balancer {
     }
 
     /// The index of the endpoint for the next request, or `None` when no level has an
-    /// endpoint that may be used. `key` is the request hash for consistent hashing.
-    pub(crate) fn pick(&self, endpoints: &[Endpoint], key: Option<u64>) -> Option<usize> {
-        let healthy = |index: usize| endpoints.get(index).is_some_and(Endpoint::is_healthy);
-        let (level, panic) = match &*self.levels {
+    /// endpoint that may be used. `endpoint` maps an index (a position in the specs the
+    /// balancer was built from) to its endpoint; `key` is the request hash for consistent
+    /// hashing.
+    ///
+    /// Endpoints in `avoid` (earlier attempts of the same request) are treated as
+    /// ineligible while any other endpoint is eligible: first in the level drawn, then
+    /// in every level in priority order, and only then are they picked again. Skipping
+    /// them inside the policy, rather than re-picking a bounded number of times as
+    /// Envoy's `previous_hosts` predicate does, always finds another endpoint when one
+    /// exists, costs no extra draws, and moves consistent-hash keys to the next
+    /// endpoint on the ring (or table) deterministically.
+    pub(crate) fn pick<'e>(
+        &self,
+        endpoint: impl Fn(usize) -> Option<&'e Endpoint>,
+        key: Option<u64>,
+        avoid: &[&Endpoint],
+    ) -> Option<usize> {
+        let healthy = |index: usize| endpoint(index).is_some_and(Endpoint::is_healthy);
+        let mut panic = [false; MAX_LEVELS];
+        let drawn = match &*self.levels {
             [] => return None,
             [only] => {
                 let total = only.members.len() as u64;
@@ -197,8 +215,8 @@ impl Balancer {
                 // A single level is fully available at ≥ 100/overprovisioning healthy, and
                 // never in panic then; below, in panic under the threshold.
                 let available = up * u64::from(self.overprovisioning_factor) >= total * 100;
-                let panic = !available && up * 100 < u64::from(self.panic_threshold) * total;
-                (only, panic)
+                panic[0] = !available && up * 100 < u64::from(self.panic_threshold) * total;
+                0
             }
             levels => {
                 let mut health = [LevelHealth::default(); MAX_LEVELS];
@@ -217,23 +235,38 @@ impl Balancer {
                     Some(key) => (key % 100) as u32,
                     None => fastrand::u32(..100),
                 };
-                let index = priority::choose(&load, count, draw);
-                let panic = load.panic.get(index).copied().unwrap_or(false);
-                (levels.get(index)?, panic)
+                panic = load.panic;
+                priority::choose(&load, count, draw)
             }
         };
-        let eligible = |position: usize| {
-            level
-                .members
-                .get(position)
-                .is_some_and(|&index| panic || healthy(index))
+        let in_level = |index: usize, avoiding: bool| {
+            let level = self.levels.get(index)?;
+            let panic = panic.get(index).copied().unwrap_or(false);
+            let eligible = |position: usize| {
+                level.members.get(position).is_some_and(|&index| {
+                    (panic || healthy(index))
+                        && !(avoiding
+                            && endpoint(index)
+                                .is_some_and(|e| avoid.iter().any(|tried| std::ptr::eq(*tried, e))))
+                })
+            };
+            let position = level
+                .strategy
+                .pick(level.members.len(), key, eligible, |p| {
+                    level.members.get(p).and_then(|&index| endpoint(index))
+                })?;
+            level.members.get(position).copied()
         };
-        let position = level
-            .strategy
-            .pick(level.members.len(), key, eligible, |p| {
-                level.members.get(p).and_then(|&index| endpoints.get(index))
-            })?;
-        level.members.get(position).copied()
+        if avoid.is_empty() {
+            return in_level(drawn, false);
+        }
+        in_level(drawn, true)
+            .or_else(|| {
+                (0..self.levels.len())
+                    .filter(|&index| index != drawn)
+                    .find_map(|index| in_level(index, true))
+            })
+            .or_else(|| in_level(drawn, false))
     }
 }
 

@@ -11,6 +11,10 @@
 //!   `healthy_threshold`, one failure keeps it unhealthy. Envoy hides this window by
 //!   holding the cluster in warming; here it lasts one probe (normally milliseconds),
 //!   during which the balancer sees no healthy endpoint.
+//! - **DNS clusters.** Their endpoints change: one that joins is marked unhealthy
+//!   before the balancer can see it and checked at once (Envoy checks new hosts before
+//!   using them); one that leaves stops being checked and no longer counts in the
+//!   `healthy` gauge. If it comes back it starts over, pending its first check.
 //! - **Thresholds.** A healthy endpoint becomes unhealthy after `unhealthy_threshold`
 //!   consecutive *network* failures (connect error, I/O error, timeout, peer closed
 //!   early), or after a single *active* failure (the peer answered, and the answer is
@@ -29,15 +33,23 @@
 //!   default codec for health checks); gRPC checks speak HTTP/2, so over TLS they need a
 //!   cluster whose protocol is HTTP/2 (its ALPN offers `h2`).
 //!
+//! - **Outlier detection** keeps its own flag: an endpoint is used only while neither
+//!   source fails it (Envoy's `FAILED_ACTIVE_HC` and `FAILED_OUTLIER_CHECK`), so a
+//!   passing check does not return an ejected endpoint early.
+//!
 //! Every transition is logged at `info` with cluster, endpoint, old and new state and the
 //! reason, and counted in `cluster.<name>.health_check.*` and
 //! `cluster.<name>.membership_*` (see [`HealthCheckStats`], [`MembershipStats`]).
 
 mod probe;
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use super::{Cluster, Endpoint};
 use crate::stats::{HealthCheckStats, MembershipStats};
@@ -223,6 +235,9 @@ pub(crate) struct ClusterHealth {
     check: Option<HealthCheck>,
     stats: HealthCheckStats,
     membership: MembershipStats,
+    /// Serialises recounts of `membership`, so the last recount after concurrent health
+    /// transitions (active checks, outlier detection) sees all of them.
+    membership_recount: std::sync::Mutex<()>,
     /// Set by the first [`Cluster::health_checks`], so endpoints get one checker each.
     started: AtomicBool,
 }
@@ -245,9 +260,34 @@ impl Cluster {
         &self.health.stats
     }
 
-    /// `cluster.<name>.membership_*`; maintained while health checks run.
+    /// `cluster.<name>.membership_*`: `membership_total` is every endpoint,
+    /// `membership_healthy` those neither active health checking nor outlier detection
+    /// fails. Recounted from the endpoints' health flags at every health transition of
+    /// either source and whenever this is called, so both sources (and changes of the
+    /// endpoint set) keep it right without coordinating.
     pub fn membership_stats(&self) -> &MembershipStats {
+        self.recount_membership();
         &self.health.membership
+    }
+
+    /// Recounts `membership_*` from the endpoints' flags. Called after every health
+    /// transition (rare), never per request.
+    pub(crate) fn recount_membership(&self) {
+        // Nothing is called under the lock but the count: it cannot deadlock, and a
+        // panic there leaves nothing half-updated.
+        let _recount = self
+            .health
+            .membership_recount
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (mut total, mut healthy) = (0_i64, 0_i64);
+        self.for_each_endpoint(|endpoint| {
+            total += 1;
+            healthy += i64::from(endpoint.is_healthy());
+        });
+        let membership = &self.health.membership;
+        membership.membership_total.set(total);
+        membership.membership_healthy.set(healthy);
     }
 
     /// The task that checks every endpoint, or `None` when the cluster has no
@@ -260,27 +300,118 @@ impl Cluster {
         if self.health.started.swap(true, Ordering::Relaxed) {
             return None;
         }
-        let endpoints = self.endpoints();
-        let membership = &self.health.membership;
-        membership
-            .membership_total
-            .set(i64::try_from(endpoints.len()).unwrap_or(i64::MAX));
-        membership.membership_healthy.set(0);
         self.health.stats.healthy.set(0);
+        // Marked now, so requests after this call already see them pending.
+        let endpoints = self.endpoints();
         for endpoint in endpoints {
             endpoint.set_healthy(false);
         }
-        Some(async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            for index in 0..endpoints.len() {
-                tasks.spawn(check_endpoint(self, index, check));
+        // A DNS cluster: its current endpoints, and every later change, from the same
+        // instant. Discovery marks endpoints that join later itself.
+        let dns = self.dns.as_deref().map(|dns| {
+            let (members, changes) = dns.watch_membership();
+            for &slot in &members {
+                if let Some(endpoint) = dns.endpoint(slot) {
+                    endpoint.set_healthy(false);
+                }
             }
-            while let Some(result) = tasks.join_next().await {
-                if let Err(error) = result {
-                    tracing::error!(cluster = self.name, %error, "health check task failed");
+            (dns, members, changes)
+        });
+        self.recount_membership();
+        Some(async move {
+            let mut checkers = Checkers {
+                cluster: self,
+                check,
+                tasks: tokio::task::JoinSet::new(),
+                running: HashMap::new(),
+                alive: HashMap::new(),
+            };
+            for endpoint in endpoints {
+                checkers
+                    .tasks
+                    .spawn(check_endpoint(self, endpoint, check, None));
+            }
+            match dns {
+                None => while checkers.next_exit().await {},
+                Some((dns, members, changes)) => {
+                    checkers.follow(dns, members, changes).await;
                 }
             }
         })
+    }
+}
+
+/// The checker tasks of one cluster.
+struct Checkers {
+    cluster: &'static Cluster,
+    check: HealthCheck,
+    tasks: tokio::task::JoinSet<()>,
+    /// DNS endpoints being checked, by slot: dropping the sender stops the checker.
+    running: HashMap<usize, oneshot::Sender<()>>,
+    /// Per slot, a lock each checker holds for its life, so a successor for the same
+    /// endpoint starts only once its predecessor is gone. Kept after the endpoint
+    /// leaves (at most one per interned endpoint).
+    alive: HashMap<usize, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Checkers {
+    /// Waits for one task to end, logging a panic; `false` once none is left.
+    async fn next_exit(&mut self) -> bool {
+        match self.tasks.join_next().await {
+            Some(Err(error)) if !error.is_cancelled() => {
+                tracing::error!(cluster = self.cluster.name, %error, "health check task failed");
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Checks a DNS cluster's `members`, then follows `changes` forever: an endpoint
+    /// that joins is checked (discovery marked it unhealthy, pending its first check),
+    /// one that leaves stops being checked.
+    async fn follow(
+        &mut self,
+        dns: &'static super::dns::DnsHosts,
+        members: Vec<usize>,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<super::dns::Membership>,
+    ) {
+        for slot in members {
+            self.start(dns, slot);
+        }
+        loop {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Some(super::dns::Membership::Added(slot)) => self.start(dns, slot),
+                    Some(super::dns::Membership::Removed(slot)) => {
+                        // Dropping the sender stops the checker.
+                        self.running.remove(&slot);
+                    }
+                    // The cluster (and its discovery) lives as long as the process.
+                    None => return,
+                },
+                _ = self.next_exit(), if !self.tasks.is_empty() => {}
+            }
+        }
+    }
+
+    fn start(&mut self, dns: &'static super::dns::DnsHosts, slot: usize) {
+        let Some(endpoint) = dns.endpoint(slot) else {
+            return;
+        };
+        let (stop, stopped) = oneshot::channel();
+        // Replacing a running checker's sender stops it.
+        self.running.insert(slot, stop);
+        let (cluster, check) = (self.cluster, self.check);
+        let lock = Arc::clone(self.alive.entry(slot).or_default());
+        self.tasks.spawn(async move {
+            // A checker of an earlier membership of this endpoint may still be winding
+            // down; start once it has, and only then mark the endpoint pending again,
+            // so its last verdict cannot overwrite this one.
+            let _alive = lock.lock_owned().await;
+            endpoint.set_healthy(false);
+            check_endpoint(cluster, endpoint, check, Some(stopped)).await;
+        });
     }
 }
 
@@ -354,17 +485,34 @@ impl Tracker {
     }
 }
 
-/// Checks endpoint `index` of `cluster` forever.
-async fn check_endpoint(cluster: &'static Cluster, index: usize, check: HealthCheck) {
-    let Some(endpoint) = cluster.endpoints().get(index) else {
-        return;
+/// Checks `endpoint` of `cluster` until `stop` fires or is dropped (never, without one).
+async fn check_endpoint(
+    cluster: &'static Cluster,
+    endpoint: &'static Endpoint,
+    check: HealthCheck,
+    stop: Option<oneshot::Receiver<()>>,
+) {
+    let stopped = async move {
+        match stop {
+            // Fired or dropped: either way the endpoint is no longer to be checked.
+            Some(stop) => {
+                let _ = stop.await;
+            }
+            None => std::future::pending().await,
+        }
     };
+    tokio::pin!(stopped);
     let stats = &cluster.health.stats;
     let mut tracker = Tracker::new();
     let mut requests_seen = cluster.stats.upstream_rq_total.get();
     loop {
         stats.attempt.inc();
-        let result = probe::probe(cluster, index, endpoint, &check).await;
+        // `biased`: once stopped, no later verdict may reach the endpoint.
+        let result = tokio::select! {
+            biased;
+            () = &mut stopped => break,
+            result = probe::probe(cluster, endpoint, &check) => result,
+        };
         match &result {
             Ok(()) => stats.success.inc(),
             Err(failure) => {
@@ -388,8 +536,21 @@ async fn check_endpoint(cluster: &'static Cluster, index: usize, check: HealthCh
         let requests = cluster.stats.upstream_rq_total.get();
         let had_traffic = requests != requests_seen;
         requests_seen = requests;
-        tokio::time::sleep(check.pause(had_traffic)).await;
+        tokio::select! {
+            biased;
+            () = &mut stopped => break,
+            () = tokio::time::sleep(check.pause(had_traffic)) => {}
+        }
     }
+    // The endpoint left the cluster: it no longer counts as healthy here.
+    if tracker.state == State::Healthy {
+        stats.healthy.dec();
+    }
+    tracing::debug!(
+        cluster = cluster.name,
+        endpoint = %endpoint.address(),
+        "health checking stopped: the endpoint left the cluster"
+    );
 }
 
 fn transition(
@@ -400,16 +561,16 @@ fn transition(
     result: &Result<(), Failure>,
 ) {
     let healthy = new == State::Healthy;
-    // Gauges first, so whoever sees the endpoint's new state also sees them updated.
-    let (membership, stats) = (&cluster.health.membership, &cluster.health.stats);
+    // The gauge first, so whoever sees the endpoint's new state also sees it updated.
+    // (`membership_*` is computed from the endpoints' flags when read.)
+    let stats = &cluster.health.stats;
     if healthy {
-        membership.membership_healthy.inc();
         stats.healthy.inc();
     } else if old == State::Healthy {
-        membership.membership_healthy.dec();
         stats.healthy.dec();
     }
     endpoint.set_healthy(healthy);
+    cluster.recount_membership();
     let reason = match result {
         Ok(()) => "check passed".to_owned(),
         Err(failure) => failure.to_string(),

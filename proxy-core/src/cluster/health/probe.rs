@@ -66,15 +66,14 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Runs one check of `endpoint` (number `index` in `cluster`) within its timeout.
+/// Runs one check of `endpoint` (of `cluster`) within its timeout.
 pub(super) async fn probe(
     cluster: &Cluster,
-    index: usize,
     endpoint: &Endpoint,
     check: &HealthCheck,
 ) -> Result<(), Failure> {
     let exchange = async {
-        let stream = dial(cluster, index, endpoint, check).await?;
+        let stream = dial(cluster, endpoint, check).await?;
         match check.kind {
             HealthCheckKind::Http {
                 path,
@@ -108,14 +107,16 @@ pub(super) async fn probe(
 /// A fresh connection to exactly this endpoint's address; never pooled.
 async fn dial(
     cluster: &Cluster,
-    index: usize,
     endpoint: &Endpoint,
     check: &HealthCheck,
 ) -> Result<Stream, Failure> {
     let address = endpoint.address();
     let dialled = match &cluster.tls {
         None => connect(address, check.timeout).await,
-        Some(tls) => connect_tls(address, check.timeout, tls, tls.server_name(index)).await,
+        Some(tls) => {
+            let server_name = cluster.tls_server_name(endpoint);
+            connect_tls(address, check.timeout, tls, server_name).await
+        }
     };
     dialled.map_err(Failure::network)
 }

@@ -63,9 +63,12 @@ pub fn check(cx: &Ctxt, topology: &Topology) {
             for route in &vhost.routes {
                 prefix_rewrite_on_prefix(cx, route);
                 upgrades_over_http1(cx, topology, route);
+                retries_allowed(cx, topology, route);
             }
         }
     }
+    tcp_cluster_features(cx, topology);
+    grpc_health_checks(cx, topology);
     tls_placement(cx, topology);
     distinct_binds(cx, topology);
     clusters_used(cx, topology);
@@ -167,14 +170,16 @@ fn single_uses(cx: &Ctxt, levels: &[&Level], reported: &mut HashSet<usize>) {
 /// Upgraded connections are HTTP/1.1 connections handed over after a `101`; an HTTP/2
 /// cluster cannot carry one.
 fn upgrades_over_http1(cx: &Ctxt, topology: &Topology, route: &Route) {
-    let Action::Forward {
-        cluster, upgrades, ..
-    } = &route.action
-    else {
+    let Action::Forward(forward) = &route.action else {
         return;
     };
-    let cluster = topology.cluster(*cluster);
-    if !upgrades.value.is_empty() && cluster.protocol == crate::model::Protocol::Http2 {
+    let upgrades = &forward.upgrades;
+    let http2 = forward
+        .clusters
+        .iter()
+        .map(|(id, _)| topology.cluster(*id))
+        .find(|cluster| cluster.protocol == crate::model::Protocol::Http2);
+    if let Some(cluster) = http2.filter(|_| !upgrades.value.is_empty()) {
         let message = format!(
             "cluster `{}` speaks HTTP/2, which cannot carry an HTTP/1.1 upgrade",
             cluster.name
@@ -183,6 +188,99 @@ fn upgrades_over_http1(cx: &Ctxt, topology: &Topology, route: &Route) {
             upgrades,
             diag::with_help(message, "route upgrades to an `http1` cluster"),
         );
+    }
+}
+
+/// A retry policy on a route whose cluster's circuit breaker allows no retries would
+/// never retry: a contradiction worth stopping at compile time.
+fn retries_allowed(cx: &Ctxt, topology: &Topology, route: &Route) {
+    let Action::Forward(forward) = &route.action else {
+        return;
+    };
+    let Some(retry) = &forward.retry else { return };
+    for (id, _) in &forward.clusters {
+        let cluster = topology.cluster(*id);
+        let breakers = &cluster.circuit_breakers;
+        let never = match breakers.retry_budget {
+            Some((percent, min)) => percent == 0 && min == 0,
+            None => breakers.max_retries == 0,
+        };
+        if never {
+            let message = format!(
+                "this route retries, but cluster `{}` allows no retries in flight",
+                cluster.name
+            );
+            cx.error_spanned_by(
+                &retry.tokens,
+                diag::with_help(
+                    message,
+                    "raise the cluster's circuit_breakers.max_retries (or retry budget), or remove retry_policy",
+                ),
+            );
+        }
+    }
+}
+
+/// The L4 proxy has no HTTP: no cookie or header to hash or to keep a session with.
+fn tcp_cluster_features(cx: &Ctxt, topology: &Topology) {
+    for listener in &topology.listeners {
+        let Some(cluster) = listener
+            .tcp
+            .as_ref()
+            .and_then(|tcp| tcp.cluster)
+            .map(|id| topology.cluster(id))
+        else {
+            continue;
+        };
+        let http_hash = matches!(
+            cluster.hash_policy,
+            Some(crate::model::HashPolicy::Header(_) | crate::model::HashPolicy::Cookie(_))
+        );
+        if http_hash || cluster.session_persistence.is_some() {
+            let what = if http_hash {
+                "hashes an HTTP header or cookie"
+            } else {
+                "keeps HTTP sessions"
+            };
+            let message = format!(
+                "cluster `{}` {what}, but the `tcp` listener `{}` sees no HTTP",
+                cluster.name, listener.name
+            );
+            cx.error_spanned_by(
+                &cluster.name,
+                diag::with_help(
+                    message,
+                    "a tcp listener can hash only `source_ip`; use a separate cluster",
+                ),
+            );
+        }
+    }
+}
+
+/// gRPC health checks speak HTTP/2; over TLS that needs the cluster's ALPN to offer
+/// `h2`, which only an `http2` cluster does.
+fn grpc_health_checks(cx: &Ctxt, topology: &Topology) {
+    use crate::model::resilience::HealthKind;
+    for cluster in &topology.clusters {
+        let Some(check) = &cluster.health_check else {
+            continue;
+        };
+        if matches!(check.kind, HealthKind::Grpc { .. })
+            && cluster.tls.is_some()
+            && cluster.protocol == crate::model::Protocol::Http1
+        {
+            let message = format!(
+                "a gRPC health check over TLS needs HTTP/2, and cluster `{}` speaks http1",
+                cluster.name
+            );
+            cx.error_spanned_by(
+                &check.tokens,
+                diag::with_help(
+                    message,
+                    "set `protocol: http2` (gRPC origins speak it anyway)",
+                ),
+            );
+        }
     }
 }
 
@@ -420,9 +518,9 @@ fn clusters_used(cx: &Ctxt, topology: &Topology) {
         .iter()
         .flat_map(|listener| &listener.virtual_hosts)
         .flat_map(|vhost| &vhost.routes)
-        .filter_map(|route| match route.action {
-            Action::Forward { cluster, .. } => Some(cluster),
-            _ => None,
+        .flat_map(|route| match &route.action {
+            Action::Forward(forward) => forward.all_clusters().collect(),
+            _ => Vec::new(),
         })
         .chain(
             topology

@@ -60,6 +60,77 @@ pub const ROUND_ROBIN: Symbol = Symbol("round_robin");
 pub const HTTP1: Symbol = Symbol("http1");
 pub const HTTP2: Symbol = Symbol("http2");
 
+// Load balancing (cluster keys and values).
+pub const LEAST_REQUEST: Symbol = Symbol("least_request");
+pub const RANDOM: Symbol = Symbol("random");
+pub const RING_HASH: Symbol = Symbol("ring_hash");
+pub const MAGLEV: Symbol = Symbol("maglev");
+pub const CHOICE_COUNT: Symbol = Symbol("choice_count");
+pub const MINIMUM_RING_SIZE: Symbol = Symbol("minimum_ring_size");
+pub const TABLE_SIZE: Symbol = Symbol("table_size");
+pub const HASH_POLICY: Symbol = Symbol("hash_policy");
+pub const COOKIE: Symbol = Symbol("cookie");
+pub const SOURCE_IP: Symbol = Symbol("source_ip");
+pub const HEALTHY_PANIC_THRESHOLD: Symbol = Symbol("healthy_panic_threshold");
+pub const OVERPROVISIONING_FACTOR: Symbol = Symbol("overprovisioning_factor");
+pub const LB_POLICIES: &[Symbol] = &[ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV];
+
+// Endpoint `{ .. }` keys.
+pub const ADDRESS: Symbol = Symbol("address");
+pub const WEIGHT: Symbol = Symbol("weight");
+pub const PRIORITY: Symbol = Symbol("priority");
+
+// Service discovery.
+pub const DISCOVERY: Symbol = Symbol("discovery");
+pub const STATIC: Symbol = Symbol("static");
+pub const STRICT_DNS: Symbol = Symbol("strict_dns");
+pub const LOGICAL_DNS: Symbol = Symbol("logical_dns");
+pub const DNS_REFRESH_RATE: Symbol = Symbol("dns_refresh_rate");
+pub const RESPECT_DNS_TTL: Symbol = Symbol("respect_dns_ttl");
+pub const DNS_LOOKUP_FAMILY: Symbol = Symbol("dns_lookup_family");
+pub const DNS_RESOLVERS: Symbol = Symbol("dns_resolvers");
+pub const AUTO: Symbol = Symbol("auto");
+pub const V4_ONLY: Symbol = Symbol("v4_only");
+pub const V6_ONLY: Symbol = Symbol("v6_only");
+
+// Active health checks (`health_check: { .. }`).
+pub const HEALTH_CHECK: Symbol = Symbol("health_check");
+pub const KIND: Symbol = Symbol("kind");
+pub const GRPC: Symbol = Symbol("grpc");
+pub const REDIS: Symbol = Symbol("redis");
+pub const EXPECTED_STATUSES: Symbol = Symbol("expected_statuses");
+pub const RANGE: Symbol = Symbol("range");
+pub const SERVICE_NAME: Symbol = Symbol("service_name");
+pub const SEND: Symbol = Symbol("send");
+pub const EXPECT: Symbol = Symbol("expect");
+pub const INTERVAL: Symbol = Symbol("interval");
+pub const JITTER: Symbol = Symbol("jitter");
+pub const UNHEALTHY_THRESHOLD: Symbol = Symbol("unhealthy_threshold");
+pub const HEALTHY_THRESHOLD: Symbol = Symbol("healthy_threshold");
+pub const NO_TRAFFIC_INTERVAL: Symbol = Symbol("no_traffic_interval");
+
+// Outlier detection (`outlier_detection: { .. }`).
+pub const OUTLIER_DETECTION: Symbol = Symbol("outlier_detection");
+pub const CONSECUTIVE_5XX: Symbol = Symbol("consecutive_5xx");
+pub const CONSECUTIVE_GATEWAY_FAILURE: Symbol = Symbol("consecutive_gateway_failure");
+pub const BASE_EJECTION_TIME: Symbol = Symbol("base_ejection_time");
+pub const MAX_EJECTION_TIME: Symbol = Symbol("max_ejection_time");
+pub const MAX_EJECTION_PERCENT: Symbol = Symbol("max_ejection_percent");
+
+// Circuit breakers (`circuit_breakers: { .. }`).
+pub const CIRCUIT_BREAKERS: Symbol = Symbol("circuit_breakers");
+pub const MAX_CONNECTIONS: Symbol = Symbol("max_connections");
+pub const MAX_PENDING_REQUESTS: Symbol = Symbol("max_pending_requests");
+pub const MAX_REQUESTS: Symbol = Symbol("max_requests");
+pub const MAX_RETRIES: Symbol = Symbol("max_retries");
+pub const RETRY_BUDGET: Symbol = Symbol("retry_budget");
+pub const BUDGET_PERCENT: Symbol = Symbol("budget_percent");
+pub const MIN_RETRY_CONCURRENCY: Symbol = Symbol("min_retry_concurrency");
+
+// Session persistence (`session_persistence: { .. }`).
+pub const SESSION_PERSISTENCE: Symbol = Symbol("session_persistence");
+pub const TTL: Symbol = Symbol("ttl");
+
 // Virtual host keys.
 pub const DOMAINS: Symbol = Symbol("domains");
 
@@ -76,6 +147,22 @@ pub const REDIRECT: Symbol = Symbol("redirect");
 pub const TIMEOUT: Symbol = Symbol("timeout");
 pub const UPGRADES: Symbol = Symbol("upgrades");
 pub const NONE: Symbol = Symbol("none");
+pub const RETRY_POLICY: Symbol = Symbol("retry_policy");
+pub const MIRROR: Symbol = Symbol("mirror");
+pub const PERCENT: Symbol = Symbol("percent");
+pub const WEIGHTED_CLUSTERS: Symbol = Symbol("weighted_clusters");
+
+// Retry policy (`retry_policy: { .. }`) keys and conditions.
+pub const RETRY_ON: Symbol = Symbol("retry_on");
+pub const NUM_RETRIES: Symbol = Symbol("num_retries");
+pub const PER_TRY_TIMEOUT: Symbol = Symbol("per_try_timeout");
+pub const RETRIABLE_STATUS_CODES: Symbol = Symbol("retriable_status_codes");
+pub const BASE_INTERVAL: Symbol = Symbol("base_interval");
+pub const MAX_INTERVAL: Symbol = Symbol("max_interval");
+pub const MAX_BUFFERED_BODY: Symbol = Symbol("max_buffered_body");
+pub const GATEWAY_ERROR: Symbol = Symbol("gateway_error");
+pub const CONNECT_FAILURE: Symbol = Symbol("connect_failure");
+pub const RESET: Symbol = Symbol("reset");
 
 // Redirect keys.
 pub const STATUS: Symbol = Symbol("status");
@@ -120,7 +207,7 @@ pub const PIPE: Symbol = Symbol("pipe");
 pub const ITEMS: &[Symbol] = &[LISTENER, CLUSTER];
 pub const MATCHERS: &[Symbol] = &[PREFIX, EXACT, REGEX];
 pub const CONDITIONS: &[Symbol] = &[METHOD, HEADER];
-pub const ACTIONS: &[Symbol] = &[CLUSTER, DIRECT_RESPONSE, REDIRECT];
+pub const ACTIONS: &[Symbol] = &[CLUSTER, WEIGHTED_CLUSTERS, DIRECT_RESPONSE, REDIRECT];
 pub const ADDRESS_FORMS: &[Symbol] = &[ENV, PIPE];
 
 /// A braced body of `key: value` entries (and, for some, nested blocks). Knows which
@@ -142,6 +229,16 @@ pub enum Block {
     ListenerTls,
     /// A cluster's `tls: { .. }`: upstream TLS origination.
     ClusterTls,
+    /// One entry of `endpoints: [..]` written as `{ address: .., weight: .. }`.
+    Endpoint,
+    HealthCheck,
+    OutlierDetection,
+    CircuitBreakers,
+    RetryBudget,
+    SessionPersistence,
+    RetryPolicy,
+    /// One `mirror: { .. }` of a route.
+    Mirror,
 }
 
 impl Block {
@@ -169,8 +266,66 @@ impl Block {
                 MAX_IDLE_PER_ENDPOINT,
                 IDLE_TIMEOUT,
                 TLS,
+                CHOICE_COUNT,
+                MINIMUM_RING_SIZE,
+                TABLE_SIZE,
+                HASH_POLICY,
+                HEALTHY_PANIC_THRESHOLD,
+                OVERPROVISIONING_FACTOR,
+                HEALTH_CHECK,
+                OUTLIER_DETECTION,
+                CIRCUIT_BREAKERS,
+                SESSION_PERSISTENCE,
+                DISCOVERY,
+                DNS_REFRESH_RATE,
+                RESPECT_DNS_TTL,
+                DNS_LOOKUP_FAMILY,
+                DNS_RESOLVERS,
             ],
-            Block::RoutePolicy => &[TIMEOUT, UPGRADES, FILTERS, DISABLE],
+            Block::Endpoint => &[ADDRESS, WEIGHT, PRIORITY],
+            Block::HealthCheck => &[
+                KIND,
+                PATH,
+                HOST,
+                EXPECTED_STATUSES,
+                SERVICE_NAME,
+                SEND,
+                EXPECT,
+                INTERVAL,
+                JITTER,
+                TIMEOUT,
+                UNHEALTHY_THRESHOLD,
+                HEALTHY_THRESHOLD,
+                NO_TRAFFIC_INTERVAL,
+            ],
+            Block::OutlierDetection => &[
+                CONSECUTIVE_5XX,
+                CONSECUTIVE_GATEWAY_FAILURE,
+                INTERVAL,
+                BASE_EJECTION_TIME,
+                MAX_EJECTION_TIME,
+                MAX_EJECTION_PERCENT,
+            ],
+            Block::CircuitBreakers => &[
+                MAX_CONNECTIONS,
+                MAX_PENDING_REQUESTS,
+                MAX_REQUESTS,
+                MAX_RETRIES,
+                RETRY_BUDGET,
+            ],
+            Block::RetryBudget => &[BUDGET_PERCENT, MIN_RETRY_CONCURRENCY],
+            Block::SessionPersistence => &[COOKIE, HEADER, PATH, TTL],
+            Block::RetryPolicy => &[
+                RETRY_ON,
+                NUM_RETRIES,
+                PER_TRY_TIMEOUT,
+                RETRIABLE_STATUS_CODES,
+                BASE_INTERVAL,
+                MAX_INTERVAL,
+                MAX_BUFFERED_BODY,
+            ],
+            Block::Mirror => &[CLUSTER, PERCENT],
+            Block::RoutePolicy => &[TIMEOUT, UPGRADES, RETRY_POLICY, MIRROR, FILTERS, DISABLE],
             Block::Filter => &[],
             Block::ListenerTls => &[
                 CERT,
@@ -221,6 +376,14 @@ impl Block {
             Block::Filter => "a filter's `{ .. }` block",
             Block::ListenerTls => "a listener's `tls: { .. }`",
             Block::ClusterTls => "a cluster's `tls: { .. }`",
+            Block::Endpoint => "an endpoint's `{ .. }`",
+            Block::HealthCheck => "a `health_check: { .. }`",
+            Block::OutlierDetection => "an `outlier_detection: { .. }`",
+            Block::CircuitBreakers => "a `circuit_breakers: { .. }`",
+            Block::RetryBudget => "a `retry_budget: { .. }`",
+            Block::SessionPersistence => "a `session_persistence: { .. }`",
+            Block::RetryPolicy => "a `retry_policy: { .. }`",
+            Block::Mirror => "a `mirror: { .. }`",
         }
     }
 

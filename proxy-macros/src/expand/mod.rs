@@ -10,8 +10,9 @@
 mod cluster;
 mod filters;
 mod paths;
+mod resilience;
 mod router;
-mod summary;
+pub(crate) mod summary;
 mod tcp;
 mod tls;
 mod topology;

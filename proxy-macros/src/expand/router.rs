@@ -13,13 +13,23 @@ use super::paths::{
     ARC, CLUSTER, DIRECT_RESPONSE, DOWNSTREAM, DURATION, EXCHANGE, HEADER_NAME, HEADER_PRESENT,
     HEADER_VALUE_IS, HOST_HAS_PREFIX, HOST_HAS_SUFFIX, HOST_IS, INCOMING, METHOD, PIPELINE,
     REDIRECT, REGEX, REQUEST, REQUEST_HOST, REQUEST_PARTS, RESPONSE, RESPONSE_BODY, ROUTE,
-    ROUTE_ACTION, ROUTE_POLICY, ROUTER,
+    ROUTE_ACTION, ROUTE_POLICY, ROUTER, TARGETS,
 };
 use super::{cluster, cluster_field, cluster_local, local, router_type};
 use crate::model::{
     Action, ClusterId, Domain, Listener, Method, PathMatch, Redirect, Route, Topology, VirtualHost,
     ident_string,
 };
+
+/// What the routes of a listener need from its router besides code: regexes to compile,
+/// clusters to hold, and multi-cluster targets to build at start-up.
+#[derive(Default)]
+struct Collected {
+    regexes: Vec<String>,
+    clusters: BTreeSet<ClusterId>,
+    /// Field name and initializer of each `Targets`.
+    targets: Vec<(Ident, TokenStream)>,
+}
 
 /// A listener's router: its items, and the expression that builds it in `build`.
 pub struct Router {
@@ -32,8 +42,7 @@ pub struct Router {
 /// of `build` (named as the cluster fields).
 pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Router {
     let ty = router_type(listener);
-    let mut regexes = Vec::new();
-    let mut clusters = BTreeSet::new();
+    let mut collected = Collected::default();
     let request = local("__request");
     let chains = Chains::of(listener);
     let vhosts: Vec<TokenStream> = listener
@@ -41,19 +50,16 @@ pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Route
         .iter()
         .enumerate()
         .map(|(index, vhost)| {
-            virtual_host(
-                topology,
-                &chains,
-                index,
-                vhost,
-                &request,
-                &mut regexes,
-                &mut clusters,
-            )
+            virtual_host(topology, &chains, index, vhost, &request, &mut collected)
         })
         .collect();
     let select = select_virtual_host(listener, &chains, &request);
     let pipeline = pipeline(&ty, &chains);
+    let Collected {
+        regexes,
+        clusters,
+        targets,
+    } = collected;
 
     let cluster_fields: Vec<Ident> = clusters
         .iter()
@@ -70,6 +76,7 @@ pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Route
         .iter()
         .map(|field| quote!(#field: #ARC<#CLUSTER>,))
         .chain(regex_fields.iter().map(|field| quote!(#field: #REGEX,)))
+        .chain(targets.iter().map(|(field, _)| quote!(#field: #TARGETS,)))
         .chain(chains.fields());
     let inits = cluster_fields
         .iter()
@@ -81,6 +88,7 @@ pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Route
                 .zip(&regexes)
                 .map(|(field, regex)| quote!(#field: #inputs.regex(#regex),)),
         )
+        .chain(targets.iter().map(|(field, init)| quote!(#field: #init,)))
         .chain(chains.inits());
     let items = quote! {
         #[doc(hidden)]
@@ -215,15 +223,14 @@ fn virtual_host(
     vhost_index: usize,
     vhost: &VirtualHost,
     request: &Ident,
-    regexes: &mut Vec<String>,
-    clusters: &mut BTreeSet<ClusterId>,
+    collected: &mut Collected,
 ) -> TokenStream {
     let method = vhost_method(vhost);
     let path = local("__path");
     let mut statics = Vec::new();
     let mut tests = Vec::new();
     for (index, route) in vhost.routes.iter().enumerate() {
-        let mut conditions = vec![path_condition(route, &path, regexes)];
+        let mut conditions = vec![path_condition(route, &path, &mut collected.regexes)];
         if !route.methods.is_empty() {
             conditions.push(method_condition(&route.methods, request));
         }
@@ -240,7 +247,7 @@ fn virtual_host(
                 }
             });
         }
-        let action = action(topology, route, index, &mut statics, clusters);
+        let action = action(topology, route, index, &mut statics, collected);
         let chain = chains.route_chain(vhost_index, index);
         let name = &route.name;
         tests.push(quote! {
@@ -301,33 +308,59 @@ fn action(
     route: &Route,
     index: usize,
     statics: &mut Vec<TokenStream>,
-    clusters: &mut BTreeSet<ClusterId>,
+    collected: &mut Collected,
 ) -> TokenStream {
     let name = &route.name;
     match &route.action {
-        Action::Forward {
-            cluster: id,
-            timeout,
-            upgrades,
-        } => {
-            clusters.insert(*id);
-            let field = cluster_field(topology.cluster(*id));
+        Action::Forward(forward) => {
             let policy = format_ident!("POLICY_{}", index);
-            let timeout = match timeout {
+            let timeout = match forward.timeout {
                 Some(timeout) => {
-                    let timeout = cluster::duration(*timeout);
+                    let timeout = cluster::duration(timeout);
                     quote!(::core::option::Option::Some(#timeout))
                 }
                 None => quote!(::core::option::Option::<#DURATION>::None),
             };
-            let upgrades = (!upgrades.value.is_empty()).then(|| {
-                let names = &upgrades.value;
+            let upgrades = (!forward.upgrades.value.is_empty()).then(|| {
+                let names = &forward.upgrades.value;
                 quote!(.upgrades(&[#(#names),*]))
             });
-            statics.push(
-                quote!(static #policy: #ROUTE_POLICY = #ROUTE_POLICY::new(#name, #timeout) #upgrades;),
-            );
-            quote!(#ROUTE_ACTION::Forward(&self.#field, &#policy))
+            let retry = forward.retry.as_ref().map(|retry| {
+                let retry = super::resilience::retry_policy(retry);
+                quote!(.retry_policy(#retry))
+            });
+            statics.push(quote! {
+                static #policy: #ROUTE_POLICY = #ROUTE_POLICY::new(#name, #timeout) #upgrades #retry;
+            });
+            match forward.clusters.as_slice() {
+                [(id, _)] if !forward.weighted && forward.mirrors.is_empty() => {
+                    collected.clusters.insert(*id);
+                    let field = cluster_field(topology.cluster(*id));
+                    quote!(#ROUTE_ACTION::Forward(&self.#field, &#policy))
+                }
+                weighted => {
+                    // Several clusters (or mirrors) need `Arc`s, so they live in a field
+                    // built at start-up rather than in a `static`.
+                    let field = format_ident!(
+                        "__targets_{}",
+                        name.replace('/', "_"),
+                        span = Span::call_site()
+                    );
+                    let entries = weighted.iter().map(|(id, weight)| {
+                        let local = cluster_local(topology.cluster(*id));
+                        let weight = Literal::u32_unsuffixed(*weight);
+                        quote!((#ARC::clone(&#local), #weight))
+                    });
+                    let mut init = quote!(#TARGETS::new(::std::vec![#(#entries),*]));
+                    for mirror in &forward.mirrors {
+                        let local = cluster_local(topology.cluster(mirror.cluster));
+                        let percent = Literal::u32_unsuffixed(mirror.percent);
+                        init = quote!(#init.mirror(#ARC::clone(&#local), #percent));
+                    }
+                    collected.targets.push((field.clone(), init));
+                    quote!(#ROUTE_ACTION::Split(&self.#field, &#policy))
+                }
+            }
         }
         Action::Direct { status, body } => {
             let direct = format_ident!("DIRECT_{}", index);

@@ -4,9 +4,10 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use crate::model::resilience::{HealthKind, SessionPersistence};
 use crate::model::{
-    Action, Address, Cluster, Filter, Level, Listener, Protocol, Route, Target, Topology,
-    ident_string,
+    Action, Address, Cluster, Discovery, Filter, HashPolicy, LbPolicy, Level, Listener, Protocol,
+    Route, Target, Topology, ident_string,
 };
 
 pub fn render(topology: &Topology) -> String {
@@ -161,19 +162,42 @@ fn render_route(topology: &Topology, route: &Route) -> String {
     }
     text.push_str(" -> ");
     match &route.action {
-        Action::Forward {
-            cluster,
-            timeout,
-            upgrades,
-        } => {
-            let timeout = timeout.map_or_else(|| "none".to_owned(), duration);
-            let _ = write!(
-                text,
-                "cluster {} (timeout {timeout})",
-                ident_string(&topology.cluster(*cluster).name)
-            );
-            if !upgrades.value.is_empty() {
-                let _ = write!(text, ", upgrades [{}]", upgrades.value.join(", "));
+        Action::Forward(forward) => {
+            let name = |id: crate::model::ClusterId| ident_string(&topology.cluster(id).name);
+            let timeout = forward.timeout.map_or_else(|| "none".to_owned(), duration);
+            if forward.weighted {
+                let split: Vec<String> = forward
+                    .clusters
+                    .iter()
+                    .map(|(id, weight)| format!("{} {weight}", name(*id)))
+                    .collect();
+                let _ = write!(text, "weighted_clusters [{}]", split.join(", "));
+            } else if let Some((id, _)) = forward.clusters.first() {
+                let _ = write!(text, "cluster {}", name(*id));
+            }
+            let _ = write!(text, " (timeout {timeout})");
+            if !forward.upgrades.value.is_empty() {
+                let _ = write!(text, ", upgrades [{}]", forward.upgrades.value.join(", "));
+            }
+            if let Some(retry) = &forward.retry {
+                let conditions: Vec<&str> = retry.retry_on.iter().map(|on| on.as_str()).collect();
+                let _ = write!(
+                    text,
+                    ", retry {} on [{}]",
+                    retry.num_retries,
+                    conditions.join(", ")
+                );
+                if let Some(per_try) = &retry.per_try_timeout {
+                    let _ = write!(text, " per try {}", duration(per_try.value));
+                }
+            }
+            for mirror in &forward.mirrors {
+                let _ = write!(
+                    text,
+                    ", mirror {} {}%",
+                    name(mirror.cluster),
+                    mirror.percent
+                );
             }
         }
         Action::Direct { status, body } => {
@@ -216,14 +240,24 @@ fn render_cluster(out: &mut String, cluster: &Cluster) {
         Protocol::Http1 => "http1",
         Protocol::Http2 => "http2",
     };
+    let lb = match cluster.lb {
+        LbPolicy::RoundRobin => "round_robin".to_owned(),
+        LbPolicy::LeastRequest { choice_count } => {
+            format!("least_request ({choice_count} choices)")
+        }
+        LbPolicy::Random => "random".to_owned(),
+        LbPolicy::RingHash { minimum_ring_size } => format!("ring_hash (ring {minimum_ring_size})"),
+        LbPolicy::Maglev { table_size } => format!("maglev (table {table_size})"),
+    };
     let _ = writeln!(
         out,
-        "cluster {}: round_robin, {protocol}, connect_timeout {}, idle_timeout {}, max_idle_per_endpoint {}",
+        "cluster {}: {lb}, {protocol}, connect_timeout {}, idle_timeout {}, max_idle_per_endpoint {}",
         ident_string(&cluster.name),
         duration(cluster.connect_timeout),
         duration(cluster.idle_timeout),
         cluster.max_idle_per_endpoint,
     );
+    render_resilience(out, cluster);
     if let Some(tls) = &cluster.tls {
         let sni = tls
             .sni
@@ -240,8 +274,110 @@ fn render_cluster(out: &mut String, cluster: &Cluster) {
         };
         let _ = writeln!(out, "  tls: sni {sni}, ca {ca}{client}");
     }
-    for endpoint in &cluster.endpoints {
-        let _ = writeln!(out, "  endpoint {}", address(&endpoint.value));
+    for (endpoint, lb) in cluster.endpoints.iter().zip(&cluster.endpoint_lb) {
+        let _ = write!(out, "  endpoint {}", address(&endpoint.value));
+        if lb.weight != 1 {
+            let _ = write!(out, " weight {}", lb.weight);
+        }
+        if lb.priority != 0 {
+            let _ = write!(out, " priority {}", lb.priority);
+        }
+        out.push('\n');
+    }
+}
+
+/// Discovery, hashing, health checking, outlier detection, limits and stickiness: one
+/// line each, only when they differ from plain static round robin.
+fn render_resilience(out: &mut String, cluster: &Cluster) {
+    if let Discovery::Dns(dns) = &cluster.discovery {
+        let mode = if dns.logical {
+            "logical_dns"
+        } else {
+            "strict_dns"
+        };
+        let ttl = if dns.respect_ttl {
+            ", respecting TTLs"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  discovery: {mode}, refresh {}{ttl}",
+            duration(dns.refresh_rate)
+        );
+    }
+    if let Some(policy) = &cluster.hash_policy {
+        let policy = match policy {
+            HashPolicy::Header(name) => format!("header {name:?}"),
+            HashPolicy::Cookie(name) => format!("cookie {name:?}"),
+            HashPolicy::SourceIp => "source_ip".to_owned(),
+        };
+        let _ = writeln!(out, "  hash_policy: {policy}");
+    }
+    if let Some(check) = &cluster.health_check {
+        let kind = match &check.kind {
+            HealthKind::Http { path, .. } => format!("http {path}"),
+            HealthKind::Tcp { send: None, .. } => "tcp connect".to_owned(),
+            HealthKind::Tcp { .. } => "tcp send/expect".to_owned(),
+            HealthKind::Grpc { .. } => "grpc".to_owned(),
+            HealthKind::Redis => "redis".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  health_check: {kind} every {} (timeout {}, unhealthy after {}, healthy after {})",
+            duration(check.interval),
+            duration(check.timeout),
+            check.unhealthy_threshold,
+            check.healthy_threshold,
+        );
+    }
+    if let Some(detection) = &cluster.outlier_detection {
+        let _ = writeln!(
+            out,
+            "  outlier_detection: {} consecutive 5xx, {} gateway failures, ejection {}..{}, at most {}%",
+            detection.consecutive_5xx,
+            detection.consecutive_gateway_failure,
+            duration(detection.base_ejection_time),
+            duration(detection.max_ejection_time),
+            detection.max_ejection_percent,
+        );
+    }
+    let breakers = &cluster.circuit_breakers;
+    let default = crate::model::resilience::CircuitBreakers::DEFAULT;
+    let custom = (
+        breakers.max_connections,
+        breakers.max_pending_requests,
+        breakers.max_requests,
+        breakers.max_retries,
+        breakers.retry_budget,
+    ) != (
+        default.max_connections,
+        default.max_pending_requests,
+        default.max_requests,
+        default.max_retries,
+        default.retry_budget,
+    );
+    if custom {
+        let _ = writeln!(
+            out,
+            "  circuit_breakers: connections {}, pending {}, requests {}, retries {}",
+            breakers.max_connections,
+            breakers.max_pending_requests,
+            breakers.max_requests,
+            match breakers.retry_budget {
+                Some((percent, min)) => format!("{percent}% budget (min {min})"),
+                None => breakers.max_retries.to_string(),
+            },
+        );
+    }
+    match &cluster.session_persistence {
+        Some(SessionPersistence::Cookie { name, .. }) => {
+            let _ = writeln!(out, "  session_persistence: cookie {name:?}");
+        }
+        Some(SessionPersistence::Header { name }) => {
+            let _ = writeln!(out, "  session_persistence: header {name:?}");
+        }
+        None => {}
     }
 }
 

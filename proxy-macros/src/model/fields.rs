@@ -109,6 +109,14 @@ pub(crate) fn require<'a>(
             Block::Redirect => "redirect",
             Block::Filter => "filter",
             Block::ListenerTls | Block::ClusterTls => "tls block",
+            Block::Endpoint => "endpoint",
+            Block::HealthCheck => "health check",
+            Block::OutlierDetection => "outlier detection",
+            Block::CircuitBreakers => "circuit breakers",
+            Block::RetryBudget => "retry budget",
+            Block::SessionPersistence => "session persistence",
+            Block::RetryPolicy => "retry policy",
+            Block::Mirror => "mirror",
         };
         let message = format!("{noun} `{owner}` is missing `{key}`");
         cx.error_spanned_by(

@@ -13,6 +13,8 @@ mod cluster;
 mod fields;
 pub mod filter;
 mod listener;
+pub mod resilience;
+pub mod retry;
 mod route;
 pub mod tcp;
 pub mod tls;
@@ -24,7 +26,9 @@ use proc_macro2::{Ident, TokenStream};
 use quote::ToTokens;
 
 pub use address::{Address, Target};
-pub use cluster::{Cluster, Protocol};
+pub use cluster::{
+    Cluster, Discovery, DnsFamily, DnsSettings, EndpointLb, HashPolicy, LbPolicy, Protocol,
+};
 pub use filter::{Filter, FilterKind, Level};
 pub use listener::{Domain, Listener, VirtualHost};
 pub use route::{Action, Method, PathMatch, Redirect, Route};
@@ -186,23 +190,20 @@ mod tests {
             .map(|domain| domain.value.pattern())
             .collect();
         assert_eq!(domains, ["example.org", "*.example.org", "api.*", "*"]);
-        let Action::Forward {
-            cluster, timeout, ..
-        } = &vhost.routes[0].action
-        else {
+        let Action::Forward(forward) = &vhost.routes[0].action else {
             panic!("not a forward")
         };
         assert_eq!(
-            (*cluster, *timeout),
+            (forward.clusters[0].0, forward.timeout),
             (ClusterId(1), Some(std::time::Duration::from_millis(1500)))
         );
-        let Action::Forward {
-            cluster, timeout, ..
-        } = &vhost.routes[1].action
-        else {
+        let Action::Forward(forward) = &vhost.routes[1].action else {
             panic!("not a forward")
         };
-        assert_eq!((*cluster, *timeout), (ClusterId(0), None));
+        assert_eq!(
+            (forward.clusters[0].0, forward.timeout),
+            (ClusterId(0), None)
+        );
         assert_eq!(vhost.routes[1].name, "edge/blog/1");
 
         let api = &topology.clusters[1];
@@ -247,13 +248,13 @@ mod tests {
         assert_eq!(
             headlines(quote! {
                 listener l { bind: 8080, http { virtual_host v { domains: "x", route prefix("/") => cluster(c) } } }
-                cluster c { endpoints: ["127.0.0.1:1"], protocol: "http2", lb: least_request }
+                cluster c { endpoints: ["127.0.0.1:1"], protocol: "http2", lb: fastest }
             }),
             [
                 r#"expected an address: "ip:port", pipe("/path") or env("VAR", "default"), found the number `8080`"#,
                 "expected a list `[..]`, found a string literal",
                 "expected `http1` or `http2`, found a string literal",
-                "unsupported value `least_request`, expected `round_robin`",
+                "unsupported value `fastest`, expected `round_robin`, `least_request`, `random`, `ring_hash` or `maglev`",
             ]
         );
     }

@@ -50,17 +50,32 @@ pub struct HeaderMatch {
 }
 
 pub enum Action {
-    Forward {
-        cluster: ClusterId,
-        timeout: Option<Duration>,
-        /// Upgrade protocols tunnelled after a `101` (lowercase), e.g. `websocket`.
-        upgrades: Located<Vec<String>>,
-    },
-    Direct {
-        status: u16,
-        body: String,
-    },
+    Forward(Forward),
+    Direct { status: u16, body: String },
     Redirect(Redirect),
+}
+
+/// `cluster(..)` or `weighted_clusters(..)`, with the route's forwarding policy.
+pub struct Forward {
+    /// The cluster, or the clusters of a weighted split with their weights.
+    pub clusters: Vec<(ClusterId, u32)>,
+    /// Written as `weighted_clusters(..)` (even with one entry).
+    pub weighted: bool,
+    pub timeout: Option<Duration>,
+    /// Upgrade protocols tunnelled after a `101` (lowercase), e.g. `websocket`.
+    pub upgrades: Located<Vec<String>>,
+    pub retry: Option<super::retry::Retry>,
+    pub mirrors: Vec<super::retry::Mirror>,
+}
+
+impl Forward {
+    /// Every cluster the route sends requests to, mirrors included.
+    pub fn all_clusters(&self) -> impl Iterator<Item = ClusterId> + '_ {
+        self.clusters
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(self.mirrors.iter().map(|mirror| mirror.cluster))
+    }
 }
 
 pub struct Redirect {
@@ -396,7 +411,7 @@ fn header_value(cx: &Ctxt, lit: &LitStr) -> Option<String> {
 
 fn action(cx: &Ctxt, scope: &Scope<'_>, action: &syntax::Action) -> Option<Action> {
     let name = &action.name;
-    if name == symbol::CLUSTER {
+    if name == symbol::CLUSTER || name == symbol::WEIGHTED_CLUSTERS {
         forward(cx, scope, action)
     } else if name == symbol::DIRECT_RESPONSE {
         direct_response(cx, action)
@@ -457,31 +472,21 @@ fn route_filters(cx: &Ctxt, action: &syntax::Action) -> Option<super::Level> {
     complete.then_some(level)
 }
 
-/// `cluster(NAME) [{ timeout: 5s | none }]`.
+/// `cluster(NAME)` or `weighted_clusters(A: 90, B: 10)`, then an optional block:
+/// `{ timeout: 5s | none, upgrades: [..], retry_policy: { .. }, mirror: .. }`.
 fn forward(cx: &Ctxt, scope: &Scope<'_>, action: &syntax::Action) -> Option<Action> {
-    let usage = "write cluster(NAME), naming a `cluster NAME { .. }` item";
-    let Some((_, args)) = &action.args else {
-        cx.error_spanned_by(
-            &action.name,
-            diag::with_help("`cluster` needs the cluster's name", usage),
-        );
-        return None;
+    let weighted = action.name == symbol::WEIGHTED_CLUSTERS;
+    let clusters = if weighted {
+        weighted_clusters(cx, scope, action)
+    } else {
+        single_cluster(cx, scope, action).map(|id| vec![(id, 1)])
     };
-    let cluster = match args.iter().collect::<Vec<_>>().as_slice() {
-        [Value::Name(target)] => resolve(cx, scope, target),
-        [other] => {
-            value::mismatch(cx, other, "a cluster name");
-            None
-        }
-        _ => {
-            let message = format!("`cluster(..)` takes 1 argument, found {}", args.len());
-            cx.error_spanned_by(&action.name, diag::with_help(message, usage));
-            None
-        }
-    };
-    // A bad timeout is reported but keeps the route: what it forwards to is known.
+    // A bad setting is reported but keeps the route: what it forwards to is known.
     let mut timeout = Some(DEFAULT_ROUTE_TIMEOUT);
+    let mut timeout_value: Option<&Value> = None;
     let mut upgrades = Located::new(Vec::new(), &action.name);
+    let mut retry = None;
+    let mut mirrors = Vec::new();
     let mut fields = Fields::new(Block::RoutePolicy);
     for entry in body_entries(action) {
         let Some((key, value)) = fields.entry(cx, entry) else {
@@ -491,15 +496,140 @@ fn forward(cx: &Ctxt, scope: &Scope<'_>, action: &syntax::Action) -> Option<Acti
             if let Some(list) = upgrade_list(cx, value) {
                 upgrades = Located::new(list, value);
             }
+        } else if key == symbol::RETRY_POLICY {
+            retry = super::retry::Retry::build(cx, value);
+        } else if key == symbol::MIRROR {
+            mirrors = super::retry::mirrors(cx, scope, value).unwrap_or_default();
         } else {
+            timeout_value = Some(value);
             timeout = value::optional_duration(cx, value).unwrap_or(timeout);
         }
     }
-    Some(Action::Forward {
-        cluster: cluster?,
+    if let (Some(retry), Some(route_timeout)) = (&retry, timeout) {
+        if let Some(per_try) = &retry.per_try_timeout {
+            if per_try.value >= route_timeout {
+                let written = if timeout_value.is_some() {
+                    ""
+                } else {
+                    ", the default"
+                };
+                let message = format!(
+                    "`per_try_timeout` ({}) is not shorter than the route timeout ({}{written}), so it can never fire",
+                    crate::expand::summary::duration(per_try.value),
+                    crate::expand::summary::duration(route_timeout),
+                );
+                cx.error_spanned_by(
+                    per_try,
+                    diag::with_help(message, "the route timeout bounds all tries together: lower per_try_timeout or raise timeout"),
+                );
+            }
+        }
+    }
+    Some(Action::Forward(Forward {
+        clusters: clusters?,
+        weighted,
         timeout,
         upgrades,
-    })
+        retry,
+        mirrors,
+    }))
+}
+
+fn single_cluster(cx: &Ctxt, scope: &Scope<'_>, action: &syntax::Action) -> Option<ClusterId> {
+    let usage = "write cluster(NAME), naming a `cluster NAME { .. }` item";
+    let Some((_, args)) = &action.args else {
+        cx.error_spanned_by(
+            &action.name,
+            diag::with_help("`cluster` needs the cluster's name", usage),
+        );
+        return None;
+    };
+    match args.iter().collect::<Vec<_>>().as_slice() {
+        [Value::Name(target)] => resolve(cx, scope, target),
+        [other] => {
+            value::mismatch(cx, other, "a cluster name");
+            None
+        }
+        _ => {
+            let message = format!("`cluster(..)` takes 1 argument, found {}", args.len());
+            let usage = format!("{usage}; to split traffic, write weighted_clusters(a: 90, b: 10)");
+            cx.error_spanned_by(&action.name, diag::with_help(message, usage));
+            None
+        }
+    }
+}
+
+/// `weighted_clusters(a: 90, b: 10)`: each cluster once, weights summing to more than 0.
+fn weighted_clusters(
+    cx: &Ctxt,
+    scope: &Scope<'_>,
+    action: &syntax::Action,
+) -> Option<Vec<(ClusterId, u32)>> {
+    let usage = "write weighted_clusters(v1: 90, v2: 10): cluster names with their weights";
+    let Some((paren, entries)) = &action.weights else {
+        cx.error_spanned_by(
+            &action.name,
+            diag::with_help("`weighted_clusters` needs its clusters and weights", usage),
+        );
+        return None;
+    };
+    let mut clusters: Vec<(ClusterId, u32)> = Vec::new();
+    let mut seen: Vec<&Ident> = Vec::new();
+    let mut valid = true;
+    for entry in entries {
+        let field = match entry {
+            Ok(field) => field,
+            Err(error) => {
+                cx.push(error.clone());
+                valid = false;
+                continue;
+            }
+        };
+        if let Some(first) = seen.iter().find(|first| **first == &field.key) {
+            let message = format!("cluster `{}` is listed twice", field.key);
+            cx.push(diag::duplicate(&field.key, first, message, &field.key));
+            valid = false;
+            continue;
+        }
+        seen.push(&field.key);
+        let id = resolve(cx, scope, &field.key);
+        let weight = match &field.value {
+            Ok(value) => value::integer::<u32>(cx, value),
+            Err(error) => {
+                cx.push(error.clone());
+                None
+            }
+        };
+        match (id, weight) {
+            (Some(id), Some(weight)) => clusters.push((id, weight)),
+            _ => valid = false,
+        }
+    }
+    if !valid {
+        return None;
+    }
+    let total: u64 = clusters.iter().map(|(_, weight)| u64::from(*weight)).sum();
+    if total == 0 {
+        cx.error_at(
+            paren.span.join(),
+            diag::with_help(
+                "the weights add up to 0: no cluster would get a request",
+                usage,
+            ),
+        );
+        return None;
+    }
+    if total > u64::from(u32::MAX) {
+        cx.error_spanned_by(
+            &action.name,
+            diag::with_help(
+                "the weights add up to more than 4294967295",
+                "use smaller weights: only their ratios matter",
+            ),
+        );
+        return None;
+    }
+    Some(clusters)
 }
 
 /// `upgrades: ["websocket"]`: `Upgrade` protocol names, which are HTTP tokens.

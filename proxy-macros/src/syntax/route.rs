@@ -27,6 +27,8 @@ pub struct Route {
 pub struct Action {
     pub name: Ident,
     pub args: Option<(token::Paren, Punctuated<Value, Token![,]>)>,
+    /// `weighted_clusters(a: 90, b: 10)`: `cluster: weight` entries instead of `args`.
+    pub weights: Option<(token::Paren, Vec<Parsed<Field>>)>,
     pub body: Option<RouteBody>,
 }
 
@@ -49,7 +51,9 @@ impl Route {
 impl Action {
     /// Whether this action names (or, misspelt, may have meant to name) a cluster.
     pub fn may_forward(&self) -> bool {
-        self.name == symbol::CLUSTER || !symbol::ACTIONS.iter().any(|action| self.name == *action)
+        self.name == symbol::CLUSTER
+            || self.name == symbol::WEIGHTED_CLUSTERS
+            || !symbol::ACTIONS.iter().any(|action| self.name == *action)
     }
 }
 
@@ -100,7 +104,18 @@ impl Parse for Action {
             return Err(input.error(r#"expected a route action: cluster(NAME), direct_response(STATUS, "body") or redirect { .. }"#));
         }
         let name: Ident = input.parse()?;
-        let args = if input.peek(token::Paren) {
+        let mut weights = None;
+        let args = if input.peek(token::Paren) && name == symbol::WEIGHTED_CLUSTERS {
+            let content;
+            let paren = parenthesized!(content in input);
+            let entries = parse_entries(
+                &content,
+                |input| Field::parse_in(input, Block::Filter),
+                |_| false,
+            );
+            weights = Some((paren, entries));
+            None
+        } else if input.peek(token::Paren) {
             let content;
             let paren = parenthesized!(content in input);
             Some((paren, content.parse_terminated(Value::parse, Token![,])?))
@@ -122,7 +137,12 @@ impl Parse for Action {
         } else {
             None
         };
-        Ok(Action { name, args, body })
+        Ok(Action {
+            name,
+            args,
+            weights,
+            body,
+        })
     }
 }
 

@@ -567,8 +567,8 @@ enum Kept {
     Rejected(Response<ResponseBody>),
 }
 
-/// Reads a request body of up to `limit` bytes into memory before the first attempt,
-/// so the request can be retried or mirrored. Request-body filters see each chunk
+/// Reads a request body of a declared length up to `limit` bytes into memory before the
+/// first attempt, so the request can be retried or mirrored. Request-body filters see each chunk
 /// once, as it is read.
 async fn keep_for_replay(
     parts: Parts,
@@ -581,8 +581,12 @@ async fn keep_for_replay(
         // Bodiless: nothing to keep but the head.
         return Kept::Replay(Replay { parts, body: None });
     };
-    if body.size_hint().lower() > limit as u64 {
-        // Declared larger than the buffer: stream it right away.
+    let hint = body.size_hint();
+    if hint.lower() > limit as u64 || hint.upper().is_none() {
+        // Declared larger than the buffer: stream it right away. So is a body of unknown
+        // length (chunked, or HTTP/2 without `content-length`): it may be a stream whose
+        // sender waits for the response before it ends (gRPC, interactive uploads), and
+        // reading it first would stall both sides until the buffer filled.
         return Kept::Stream(Request::from_parts(parts, body), Some(body_outcome));
     }
     match body.buffer(limit).await {

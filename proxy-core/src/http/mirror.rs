@@ -18,11 +18,12 @@
 //!   without one, copies to a mirror that never answers wait as long as it does (the
 //!   mirror cluster's circuit breakers bound how many).
 //!
-//! Deviations: only bodiless requests and requests whose body fits in the replay
-//! buffer (the route's `max_buffered_body`, 64 KiB without a retry policy) are
-//! mirrored, because the body must be kept to be sent twice; Envoy streams larger
-//! bodies to the mirror too. Upgrade (WebSocket) requests are not mirrored. A mirrored
-//! request with a body is buffered before its primary attempt starts.
+//! Deviations: only bodiless requests and requests whose body has a declared length
+//! within the replay buffer (the route's `max_buffered_body`, 64 KiB without a retry
+//! policy) are mirrored, because the body must be kept to be sent twice; Envoy streams
+//! larger and chunked bodies to the mirror too. Upgrade (WebSocket) requests are not
+//! mirrored. A mirrored request with a body is buffered before its primary attempt
+//! starts (it has a declared length, so the client sends it whole regardless).
 
 use std::net::IpAddr;
 use std::sync::Arc;

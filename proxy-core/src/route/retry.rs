@@ -11,13 +11,14 @@
 //!   `[0, min(base_interval × 2ⁿ⁻¹, max_interval))` (full jitter).
 //! - `per_try_timeout` bounds each attempt's wait for the response head; the route
 //!   timeout bounds all attempts and backoffs together, from the end of the request body.
-//! - Only requests that can be replayed are retried: bodiless ones and those whose body
-//!   fits in `max_buffered_body`; a larger body is streamed and its request tried once.
+//! - Only requests that can be replayed are retried: bodiless ones and those whose
+//!   body has a declared length (`content-length`) within `max_buffered_body`. Such a
+//!   body is read into memory (through the request-body filters once) before the first
+//!   attempt; every attempt then sends the same chunks. A body declared larger, or of
+//!   unknown length (chunked, or HTTP/2 without `content-length`), is streamed at once
+//!   and its request tried once: it may be a stream whose sender waits for the response
+//!   before it ends (gRPC, interactive uploads), which reading first would stall.
 //!   Upgrade (WebSocket) requests are never retried.
-//! - A request body is read into memory (up to `max_buffered_body`, through the
-//!   request-body filters once) before the first attempt starts; every attempt then
-//!   sends the same chunks. A body declared larger (`content-length`) is streamed at
-//!   once; one that outgrows the buffer is streamed from there (what was read first).
 //! - The client gets the last attempt's outcome: the upstream's response as is, or the
 //!   local reply (`UF`, `UC`, `UT`); the access log names that attempt's endpoint.
 //! - Stats (`cluster.<name>.`): `upstream_rq_retry` per retry,
@@ -27,11 +28,10 @@
 //!   `upstream_rq_per_try_timeout` per per-try timeout.
 //!
 //! Deviations from Envoy:
-//! - Envoy starts the first attempt while it buffers the body; here the body is read
-//!   first, so the request goes upstream only once its body has ended or outgrown the
-//!   buffer. A client that waits for response bytes before finishing its upload (a
-//!   bidirectional gRPC stream, an interactive upload) stalls: keep retry policies (and
-//!   mirrors) off such routes.
+//! - Envoy starts the first attempt while it buffers the body, so it can also retry
+//!   chunked uploads and streams that end within its buffer; here a replayable body is
+//!   read first (it has a declared length, so the client sends it whole regardless), and
+//!   a body of unknown length is never retried or mirrored.
 //! - No `x-envoy-retry-on` / `x-envoy-max-retries` request headers; no `retriable-4xx`,
 //!   `refused-stream` (HTTP/2 refused streams are already replayed by the cluster),
 //!   `retriable-headers` or gRPC `retry_on` conditions; no rate-limited backoff

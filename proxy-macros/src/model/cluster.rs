@@ -311,11 +311,7 @@ fn hash_policy(cx: &Ctxt, value: &Value) -> Option<HashPolicy> {
             let [name] = value::args::<1>(cx, call, usage)?;
             let lit = value::string(cx, name)?;
             let text = lit.value();
-            let token = !text.is_empty()
-                && text
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !token {
+            if !value::is_token(&text) {
                 cx.error_spanned_by(
                     lit,
                     diag::with_help(format!("{text:?} is not a valid {} name", call.name), usage),

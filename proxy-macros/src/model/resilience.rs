@@ -508,11 +508,7 @@ impl SessionPersistence {
                 return true;
             }
             // Cookie names are RFC 6265 tokens; header names RFC 9110 tokens (lowercase).
-            let token = !text.is_empty()
-                && text
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !token {
+            if !value::is_token(&text) {
                 cx.error_spanned_by(
                     lit,
                     diag::with_help(

@@ -265,6 +265,14 @@ pub(crate) fn args<'a, const N: usize>(
     }
 }
 
+/// An HTTP token (RFC 9110 §5.6.2): what header and cookie names are made of.
+pub(crate) fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 pub(crate) fn plural(count: usize) -> &'static str {
     if count == 1 { "" } else { "s" }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test suite. Installs the real peers the suites need (nginx, curl,
-# redis-server with redis-cli, Python websockets and grpcio) when they are missing, then:
+# h2load, wrk, redis-server with redis-cli, Python websockets and grpcio) when they are
+# missing, then:
 # format check, clippy, release build of the apps the end-to-end suites run, and `cargo test`
 # over the whole workspace.
 set -euo pipefail
@@ -10,6 +11,7 @@ missing=()
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   missing+=(redis-server)

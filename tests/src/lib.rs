@@ -16,6 +16,7 @@ pub mod origin;
 pub mod process;
 pub mod raw;
 pub mod tools;
+pub mod wrk;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ pub use raw::{Head, RawHttp};
 pub use tools::{
     CurlOutput, curl, edge_bin, release_bin, require_curl, require_nginx, require_tool,
 };
+pub use wrk::{Wrk, WrkReport, require_wrk};
 
 /// Upper bound for anything a test waits on (start-up, a response, an exit). Generous on
 /// purpose: it only matters when something is broken, and then a clear panic beats a hang.

@@ -340,6 +340,11 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
+    /// The log file, for readers that follow it incrementally.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Every complete line written so far.
     pub fn entries(&self) -> Vec<AccessEntry> {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
@@ -399,5 +404,60 @@ fn parse_entry(line: &str) -> AccessEntry {
         request_length: number(request_length),
         body_bytes_sent: number(body_bytes_sent),
         protocol: (*protocol).to_owned(),
+    }
+}
+
+/// Crashing and restarting an origin, for the fault suites.
+impl Nginx {
+    /// SIGKILLs nginx and reaps it, as an origin that crashes. nginx runs as a single
+    /// process (`master_process off`), so this one kill takes every server down at once:
+    /// no worker survives to keep answering. Addresses, config and logs are kept for
+    /// [`Nginx::restart`].
+    pub fn kill(&mut self) {
+        // `Child::kill` sends SIGKILL on Unix.
+        self.child
+            .kill()
+            .unwrap_or_else(|e| panic!("SIGKILL nginx (pid {}): {e}", self.child.id()));
+        let _ = self.child.wait();
+    }
+
+    /// Starts nginx again with the same config — the same TCP ports and Unix socket paths,
+    /// appending to the same logs — and waits until every server accepts. Stale socket
+    /// files of a killed nginx are removed first (nginx refuses to bind over them).
+    /// Panics if nginx is still running or cannot bind its old addresses.
+    pub fn restart(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            panic!("restart of an nginx that is still running: kill it first");
+        }
+        for (_, addr) in &self.servers {
+            if let Address::Unix(path) = addr {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        let output = |name: &str| {
+            let path = self.home.join(name);
+            File::options()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+        };
+        let conf_path = self.home.join("nginx.conf");
+        self.child = Command::new(require_nginx())
+            .arg("-p")
+            .arg(&self.home)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(self.home.join("error.log"))
+            .args(["-g", "daemon off; master_process off;"])
+            .stdin(Stdio::null())
+            .stdout(output("stdout.log"))
+            .stderr(output("stderr.log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot restart nginx: {e}"));
+        if let Err(log) = self.wait_ready() {
+            panic!("nginx did not restart on its old addresses:\n{log}");
+        }
     }
 }

@@ -6,188 +6,45 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step should panic with its error
 
-use std::future::Future;
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
 use proxy_core::cluster::{CircuitBreakers, Cluster, ClusterOptions, LbPolicy, RetryBudget};
 use proxy_core::config::{BindAddress, EndpointAddress};
 use proxy_core::listener::ListenerConfig;
-use proxy_core::route::{Route, RouteAction, RoutePolicy, Router, Unfiltered};
 use proxy_core::server::{Server, ServerSettings};
 use proxy_core::stats::CircuitBreakerStats;
 use proxy_core::tcp::{TcpProxy, TcpProxyOptions};
+use support::{GET, Pace, RawOrigin, eventually, get, leak, start_proxy, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-/// How long any single step may take before the test fails instead of hanging.
-const STEP: Duration = Duration::from_secs(20);
+/// The route every request takes to the cluster under test.
+const ROUTE: &str = "test/breakers/0";
 
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(STEP, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what}: no result within {STEP:?}"),
-    }
+// ----- origins and the proxy ----------------------------------------------------------
+
+/// A keep-alive HTTP/1.1 origin answering every request with 200 and the body `name`,
+/// at `pace`.
+async fn origin(name: &'static str, pace: Pace) -> RawOrigin {
+    RawOrigin::start(name, 200, pace).await
 }
 
-/// Polls `done` until it holds, failing the test after [`STEP`].
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < STEP, "{what}: not within {STEP:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-// ----- origins ------------------------------------------------------------------------
-
-/// When an origin answers.
-#[derive(Clone, Copy)]
-enum Pace {
-    /// At once.
-    Fast,
-    /// Once the gate gives a permit.
-    HeadAfterGate,
-    /// Headers at once, the body once the gate gives a permit.
-    BodyAfterGate,
-}
-
-/// A keep-alive HTTP/1.1 origin on 127.0.0.1 answering every (bodiless) request with 200
-/// and the body `name`. Counts requests received and connections accepted.
-struct Origin {
-    address: EndpointAddress,
-    hits: Arc<AtomicUsize>,
-    connections: Arc<AtomicUsize>,
-    gate: Arc<Semaphore>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn origin(name: &'static str, pace: Pace) -> Origin {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = EndpointAddress::Tcp(listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicUsize::new(0));
-    let connections = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Semaphore::new(0));
-    let (counted, accepted, held) = (
-        Arc::clone(&hits),
-        Arc::clone(&connections),
-        Arc::clone(&gate),
-    );
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            accepted.fetch_add(1, Ordering::SeqCst);
-            let (hits, gate) = (Arc::clone(&counted), Arc::clone(&held));
-            tokio::spawn(serve(stream, name, pace, hits, gate));
-        }
-    });
-    Origin {
-        address,
-        hits,
-        connections,
-        gate,
-        task,
-    }
-}
-
-async fn serve(
-    mut stream: TcpStream,
-    name: &str,
-    pace: Pace,
-    hits: Arc<AtomicUsize>,
-    gate: Arc<Semaphore>,
-) {
-    let mut buffer = Vec::new();
-    let mut chunk = [0; 4096];
-    loop {
-        while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let end = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        buffer.drain(..end);
-        hits.fetch_add(1, Ordering::SeqCst);
-        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", name.len());
-        if let Pace::HeadAfterGate = pace {
-            gate.acquire().await.unwrap().forget();
-        }
-        if stream.write_all(head.as_bytes()).await.is_err() {
-            return;
-        }
-        if let Pace::BodyAfterGate = pace {
-            stream.flush().await.unwrap();
-            gate.acquire().await.unwrap().forget();
-        }
-        if stream.write_all(name.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
-
-// ----- the proxy ----------------------------------------------------------------------
-
-struct ClusterRouter(&'static Cluster);
-
-impl Router for ClusterRouter {
-    fn route(&self, _request: &http::request::Parts) -> Route<'_> {
-        static POLICY: RoutePolicy = RoutePolicy::new("test/breakers/0", None);
-        Route {
-            action: RouteAction::Forward(self.0, &POLICY),
-            chain: 0,
-            name: POLICY.name,
-        }
-    }
-}
-
-/// Clusters live for the process in a real proxy; a test leaks them the same way.
-fn leak(cluster: Cluster) -> &'static Cluster {
-    Box::leak(Box::new(cluster))
-}
-
-fn cluster(name: &'static str, origins: &[&Origin], breakers: CircuitBreakers) -> &'static Cluster {
+fn cluster(
+    name: &'static str,
+    origins: &[&RawOrigin],
+    breakers: CircuitBreakers,
+) -> &'static Cluster {
     let options = ClusterOptions::DEFAULT.circuit_breakers(breakers);
     leak(Cluster::new(
         name,
         origins.iter().map(|o| o.address.clone()).collect(),
         options,
     ))
-}
-
-/// A proxy listener on 127.0.0.1 forwarding everything to `cluster`.
-fn start_proxy(cluster: &'static Cluster) -> (Server, SocketAddr) {
-    let mut server = Server::new(ServerSettings::default());
-    let listener = ListenerConfig::new("test", "127.0.0.1:0".parse().unwrap());
-    let pipeline = Box::leak(Box::new(Unfiltered(ClusterRouter(cluster))));
-    let BindAddress::Tcp(address) = server.http(&listener, pipeline).unwrap() else {
-        panic!("expected a TCP listener")
-    };
-    (server, address)
-}
-
-/// The whole response to one `GET /` on a new connection.
-async fn get(proxy: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(proxy).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }
 
 /// `GET /` on its own task, for requests the origin holds.
@@ -231,7 +88,7 @@ async fn max_requests_overflows_with_503_uo_and_everything_is_released_after() {
         &[&slow],
         CircuitBreakers::DEFAULT.max_requests(2),
     );
-    let (server, proxy) = start_proxy(cluster);
+    let (server, proxy) = start_proxy(cluster, ROUTE);
 
     let held = [spawn_get(proxy), spawn_get(proxy)];
     eventually("both requests reach the origin", || {
@@ -279,7 +136,7 @@ async fn a_pending_request_waits_for_the_connection_and_the_next_one_overflows()
             .max_connections(1)
             .max_pending_requests(1),
     );
-    let (server, proxy) = start_proxy(cluster);
+    let (server, proxy) = start_proxy(cluster, ROUTE);
     let stats = cluster.stats();
 
     let first = spawn_get(proxy);
@@ -342,7 +199,7 @@ async fn idle_connections_of_other_endpoints_make_room_for_a_pending_request() {
         &[&a, &b],
         CircuitBreakers::DEFAULT.max_connections(1),
     );
-    let (server, proxy) = start_proxy(cluster);
+    let (server, proxy) = start_proxy(cluster, ROUTE);
 
     // Round robin: one request to each endpoint, then again. Each time the only slot
     // is held by the other endpoint's idle connection, which is closed to make room.
@@ -399,7 +256,7 @@ async fn try_retry_follows_the_retry_budget_of_requests_in_flight() {
         &[&slow],
         CircuitBreakers::DEFAULT.retry_budget(budget),
     );
-    let (server, proxy) = start_proxy(cluster);
+    let (server, proxy) = start_proxy(cluster, ROUTE);
 
     // Idle: the minimum concurrency applies.
     let only = cluster.try_retry().unwrap();
@@ -440,14 +297,11 @@ async fn requests_count_in_flight_until_the_response_body_ends() {
         vec![streaming.address.clone()],
         ClusterOptions::DEFAULT.lb(LbPolicy::LEAST_REQUEST),
     ));
-    let (server, proxy) = start_proxy(cluster);
+    let (server, proxy) = start_proxy(cluster, ROUTE);
     let endpoint = &cluster.endpoints()[0];
 
     let mut stream = TcpStream::connect(proxy).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    stream.write_all(GET.as_bytes()).await.unwrap();
     // Read the head: the body is held back by the origin.
     let mut head = Vec::new();
     let mut byte = [0; 1];
@@ -476,10 +330,7 @@ async fn requests_count_in_flight_until_the_response_body_ends() {
 
     // A client that goes away mid-body releases the request too.
     let mut stream = TcpStream::connect(proxy).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    stream.write_all(GET.as_bytes()).await.unwrap();
     within("response head", stream.read_exact(&mut byte))
         .await
         .unwrap();

@@ -4,24 +4,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed step should panic
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record, RecordType};
-use http_body_util::Full;
 use proxy_core::cluster::health::HealthCheck;
 use proxy_core::cluster::{Cluster, ClusterOptions, DnsDiscovery, DnsTarget, Endpoint};
-use proxy_core::config::{BindAddress, EndpointAddress};
-use proxy_core::listener::ListenerConfig;
-use proxy_core::route::{Route, RouteAction, RoutePolicy, Router, Unfiltered};
-use proxy_core::server::{Server, ServerSettings};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use proxy_core::config::EndpointAddress;
+use proxy_core::server::Server;
+use support::{answer_with_name, eventually_within, leak};
 
 /// Polling deadline for a change: far above any refresh used here.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -157,40 +154,11 @@ async fn origins(named: &[(&'static str, IpAddr)]) -> Origins {
         }
         let tasks = listeners
             .into_iter()
-            .map(|(name, listener)| tokio::spawn(serve_origin(name, listener)))
+            .map(|(name, listener)| tokio::spawn(answer_with_name(name, listener)))
             .collect();
         return Origins { port, tasks };
     }
     panic!("no common free port for the origins");
-}
-
-async fn serve_origin(name: &'static str, listener: tokio::net::TcpListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            return;
-        };
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |_request| async move {
-                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(name))))
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-struct OneCluster(&'static Cluster);
-
-impl Router for OneCluster {
-    fn route(&self, _request: &http::request::Parts) -> Route<'_> {
-        static POLICY: RoutePolicy = RoutePolicy::new("test/dns/0", None);
-        Route {
-            action: RouteAction::Forward(self.0, &POLICY),
-            chain: 0,
-            name: POLICY.name,
-        }
-    }
 }
 
 /// A DNS cluster with discovery running, behind a listening proxy.
@@ -209,17 +177,12 @@ impl Drop for Proxy {
 
 impl Proxy {
     async fn start(cluster: Cluster) -> Self {
-        let cluster: &'static Cluster = Box::leak(Box::new(cluster));
+        let cluster = leak(cluster);
         let discovery = tokio::spawn(cluster.discovery().expect("a DNS cluster"));
         tokio::time::timeout(DEADLINE, cluster.discovery_warmed())
             .await
             .expect("first resolution");
-        let mut server = Server::new(ServerSettings::default());
-        let listener = ListenerConfig::new("test", "127.0.0.1:0".parse().unwrap());
-        let pipeline = Box::leak(Box::new(Unfiltered(OneCluster(cluster))));
-        let BindAddress::Tcp(address) = server.http(&listener, pipeline).unwrap() else {
-            panic!("a TCP listener");
-        };
+        let (server, address) = support::start_proxy(cluster, "test/dns/0");
         Self {
             cluster,
             server: Some(server),
@@ -231,16 +194,7 @@ impl Proxy {
     /// Status code and body of one GET through the proxy (a fresh client connection;
     /// upstream connections are pooled by the proxy).
     async fn get(&self) -> (u16, String) {
-        let mut stream = tokio::net::TcpStream::connect(self.address).await.unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let status = response[9..12].parse().unwrap();
-        let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
-        (status, body)
+        support::status_and_body(&support::get(self.address).await)
     }
 
     /// The bodies of `n` requests, as a set.
@@ -295,12 +249,9 @@ impl Proxy {
     }
 }
 
-async fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// Polls `done` until it holds, failing the test after [`DEADLINE`].
+async fn eventually(what: &str, done: impl FnMut() -> bool) {
+    eventually_within(DEADLINE, what, done).await;
 }
 
 fn strict(dns: &Dns, port: u16, settings: DnsDiscovery) -> Cluster {

@@ -4,55 +4,25 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step should panic with its error
 
+mod support;
+
 use std::sync::Arc;
 
 use proxy_core::cluster::{Cluster, ClusterOptions};
-use proxy_core::config::BindAddress;
-use proxy_core::listener::ListenerConfig;
-use proxy_core::route::{Route, RouteAction, RoutePolicy, Router, Unfiltered};
-use proxy_core::server::{Server, ServerSettings};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct EmptyClusterRouter {
-    empty: Arc<Cluster>,
-}
-
-impl Router for EmptyClusterRouter {
-    fn route(&self, request: &http::request::Parts) -> Route<'_> {
-        static POLICY: RoutePolicy = RoutePolicy::new("test/empty/0", None);
-        match request.uri.path() {
-            "/empty" => Route {
-                action: RouteAction::Forward(&self.empty, &POLICY),
-                chain: 0,
-                name: POLICY.name,
-            },
-            _ => Route::none(0),
-        }
-    }
-}
-
-async fn exchange(address: &BindAddress, request: &str) -> String {
-    let BindAddress::Tcp(address) = address else {
-        panic!("expected TCP, got {address}")
-    };
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-}
+use proxy_core::route::RoutePolicy;
+use support::exchange;
 
 #[tokio::test]
 async fn cluster_without_endpoints_answers_503_uh_and_unmatched_path_404_nr() {
     let empty = Arc::new(Cluster::new("empty", Vec::new(), ClusterOptions::DEFAULT));
-    let mut server = Server::new(ServerSettings::default());
-    let listener = ListenerConfig::new("test", "127.0.0.1:0".parse().unwrap());
-    // Pipelines live for the process in a real proxy; a test leaks one the same way.
-    let pipeline = Box::leak(Box::new(Unfiltered(EmptyClusterRouter { empty })));
-    let address = server.http(&listener, pipeline).unwrap();
+    let (server, address) = support::serve_routes(vec![(
+        "/empty",
+        empty,
+        RoutePolicy::new("test/empty/0", None),
+    )]);
 
     let response = exchange(
-        &address,
+        address,
         "GET /empty HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -74,7 +44,7 @@ async fn cluster_without_endpoints_answers_503_uh_and_unmatched_path_404_nr() {
     );
 
     let response = exchange(
-        &address,
+        address,
         "GET /other HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     )
     .await;

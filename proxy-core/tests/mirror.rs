@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed step should panic
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,17 +13,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use proxy_core::cluster::{Cluster, ClusterOptions};
-use proxy_core::config::{BindAddress, EndpointAddress};
-use proxy_core::listener::ListenerConfig;
+use proxy_core::config::EndpointAddress;
 use proxy_core::route::{
     RetryOn, RetryPolicy, Route, RouteAction, RoutePolicy, Router, Targets, Unfiltered,
 };
-use proxy_core::server::{Server, ServerSettings};
+use proxy_core::server::Server;
+use support::{
+    Blackhole, Client, STEP, cluster, eventually, leak, nowhere, retry_on, route_policy, within,
+};
 use tokio::sync::mpsc;
-
-/// Generous bound on anything that should be quick.
-const PATIENCE: Duration = Duration::from_secs(20);
 
 /// What an origin saw of one request.
 #[derive(Debug)]
@@ -81,48 +81,10 @@ impl Origin {
     }
 
     async fn next(&mut self) -> Seen {
-        tokio::time::timeout(PATIENCE, self.seen.recv())
+        within("the origin gets the request", self.seen.recv())
             .await
-            .expect("the origin gets the request in time")
             .unwrap()
     }
-}
-
-/// A listener that accepts connections and never answers.
-struct Blackhole {
-    address: SocketAddr,
-    accepted: mpsc::UnboundedReceiver<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Blackhole {
-    async fn start() -> Blackhole {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (report, accepted) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                held.push(stream);
-                let _ = report.send(());
-            }
-        });
-        Blackhole {
-            address,
-            accepted,
-            task,
-        }
-    }
-}
-
-impl Drop for Blackhole {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn cluster(name: &'static str, endpoints: Vec<EndpointAddress>) -> Arc<Cluster> {
-    Arc::new(Cluster::new(name, endpoints, ClusterOptions::DEFAULT))
 }
 
 /// Every request goes to one `Split`.
@@ -144,41 +106,7 @@ impl Router for SplitRouter {
 /// A proxy in front of `targets`; returns the server (kept alive by the caller) and its
 /// address.
 fn proxy(targets: Targets, policy: RoutePolicy) -> (Server, SocketAddr) {
-    let mut server = Server::new(ServerSettings::default());
-    let listener = ListenerConfig::new("test", "127.0.0.1:0".parse().unwrap());
-    // Pipelines live for the process in a real proxy; a test leaks one the same way.
-    let pipeline = Box::leak(Box::new(Unfiltered(SplitRouter { targets, policy })));
-    let BindAddress::Tcp(address) = server.http(&listener, pipeline).unwrap() else {
-        panic!("expected a TCP listener");
-    };
-    (server, address)
-}
-
-/// A keep-alive HTTP/1.1 client connection to the proxy.
-struct Client(hyper::client::conn::http1::SendRequest<Full<Bytes>>);
-
-impl Client {
-    async fn connect(address: SocketAddr) -> Client {
-        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        Client(sender)
-    }
-
-    async fn send(&mut self, request: Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
-        let exchange = async {
-            self.0.ready().await.unwrap();
-            let response = self.0.send_request(request).await.unwrap();
-            let (head, body) = response.into_parts();
-            (head, body.collect().await.unwrap().to_bytes())
-        };
-        tokio::time::timeout(PATIENCE, exchange)
-            .await
-            .expect("the proxy answers in time")
-    }
+    support::serve(leak(Unfiltered(SplitRouter { targets, policy })))
 }
 
 fn request(method: &str, path: &str, body: Bytes) -> Request<Full<Bytes>> {
@@ -194,10 +122,6 @@ fn payload(len: usize) -> Bytes {
     (0..len)
         .map(|i| u8::try_from(i * 7 % 253).unwrap())
         .collect()
-}
-
-fn route_policy(name: &'static str) -> RoutePolicy {
-    RoutePolicy::new(name, Some(Duration::from_secs(30)))
 }
 
 #[tokio::test]
@@ -235,8 +159,8 @@ async fn mirror_gets_a_copy_with_shadow_host() {
 #[tokio::test]
 async fn hanging_mirror_does_not_delay_the_primary() {
     let mut primary = Origin::start("primary").await;
-    let mut hole = Blackhole::start().await;
-    let shadow_cluster = cluster("shadow", vec![EndpointAddress::Tcp(hole.address)]);
+    let hole = Blackhole::start().await;
+    let shadow_cluster = cluster("shadow", vec![hole.endpoint()]);
     let targets = Targets::new(vec![(cluster("primary", vec![primary.endpoint()]), 1)])
         .mirror(Arc::clone(&shadow_cluster), 100);
     // The mirror would wait up to the route timeout for its answer.
@@ -252,12 +176,12 @@ async fn hanging_mirror_does_not_delay_the_primary() {
         primary.next().await;
     }
     // Three answers while every mirrored copy is still waiting.
-    assert!(started.elapsed() < PATIENCE / 2, "{:?}", started.elapsed());
-    for _ in 0..3 {
-        tokio::time::timeout(PATIENCE, hole.accepted.recv())
-            .await
-            .unwrap()
-            .unwrap();
+    assert!(started.elapsed() < STEP / 2, "{:?}", started.elapsed());
+    for copies in 1..=3 {
+        eventually("a mirrored copy reaches the blackhole", || {
+            hole.accepted() >= copies
+        })
+        .await;
     }
     assert_eq!(shadow_cluster.stats().upstream_rq_total.get(), 3);
     assert_eq!(shadow_cluster.stats().upstream_rq_2xx.get(), 0);
@@ -267,10 +191,7 @@ async fn hanging_mirror_does_not_delay_the_primary() {
 async fn mirror_that_is_down_is_counted_in_its_own_stats() {
     let dir = tempfile::tempdir().unwrap();
     let mut primary = Origin::start("primary").await;
-    let shadow_cluster = cluster(
-        "shadow",
-        vec![EndpointAddress::Unix(dir.path().join("nobody.sock"))],
-    );
+    let shadow_cluster = cluster("shadow", vec![nowhere(&dir)]);
     let primary_cluster = cluster("primary", vec![primary.endpoint()]);
     let targets = Targets::new(vec![(Arc::clone(&primary_cluster), 1)])
         .mirror(Arc::clone(&shadow_cluster), 100);
@@ -282,12 +203,10 @@ async fn mirror_that_is_down_is_counted_in_its_own_stats() {
     assert_eq!(answer, "primary");
     primary.next().await;
     // The mirror's task runs on its own; wait for its failure to be counted.
-    let counted = async {
-        while shadow_cluster.stats().upstream_cx_connect_fail.get() == 0 {
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(PATIENCE, counted).await.unwrap();
+    eventually("the mirror's connect failure is counted", || {
+        shadow_cluster.stats().upstream_cx_connect_fail.get() != 0
+    })
+    .await;
     let listener = &server.listener_stats()[0].1;
     assert_eq!(listener.upstream_connect_fail.get(), 0);
     assert_eq!(listener.downstream_rq_2xx.get(), 1);
@@ -344,18 +263,10 @@ async fn mirror_gets_one_copy_when_the_primary_is_retried() {
     let mut shadow = Origin::start("shadow").await;
     let dir = tempfile::tempdir().unwrap();
     let mut primary = Origin::start("primary").await;
-    let primary_cluster = cluster(
-        "primary",
-        vec![
-            EndpointAddress::Unix(dir.path().join("nobody.sock")),
-            primary.endpoint(),
-        ],
-    );
+    let primary_cluster = cluster("primary", vec![nowhere(&dir), primary.endpoint()]);
     let targets = Targets::new(vec![(Arc::clone(&primary_cluster), 1)])
         .mirror(cluster("shadow", vec![shadow.endpoint()]), 100);
-    let policy = route_policy("test/mirror/5").retry_policy(
-        RetryPolicy::new(RetryOn::CONNECT_FAILURE).base_interval(Duration::from_millis(1)),
-    );
+    let policy = route_policy("test/mirror/5").retry_policy(retry_on(RetryOn::CONNECT_FAILURE));
     let (_server, address) = proxy(targets, policy);
     let mut client = Client::connect(address).await;
 

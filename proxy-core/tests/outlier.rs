@@ -8,97 +8,26 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed step should panic with its error
 
-use std::future::Future;
+mod support;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use proxy_core::cluster::{Cluster, ClusterOptions, Endpoint, OutlierDetection};
-use proxy_core::config::{BindAddress, EndpointAddress};
-use proxy_core::listener::ListenerConfig;
-use proxy_core::route::{Route, RouteAction, RoutePolicy, Router, Unfiltered};
-use proxy_core::server::{Server, ServerSettings};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use proxy_core::config::EndpointAddress;
+use support::{Pace, RawOrigin, eventually, leak, start_proxy, within};
+use tokio::net::TcpListener;
 
-/// How long any single step may take before the test fails instead of hanging.
-const STEP: Duration = Duration::from_secs(20);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(STEP, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what}: no result within {STEP:?}"),
-    }
-}
-
-/// Polls `done` until it holds, failing the test after [`STEP`].
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < STEP, "{what}: not within {STEP:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+/// The route every request takes to the cluster under test.
+const ROUTE: &str = "test/outlier/0";
 
 // ----- origins ------------------------------------------------------------------------
 
-/// A keep-alive HTTP/1.1 origin on 127.0.0.1 answering every (bodiless) request with
-/// `status` and the body `name`. Counts the requests it answered.
-struct Origin {
-    address: EndpointAddress,
-    hits: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn origin(name: &'static str, status: u16) -> Origin {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = EndpointAddress::Tcp(listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&hits);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(serve(stream, name, status, Arc::clone(&counted)));
-        }
-    });
-    Origin {
-        address,
-        hits,
-        task,
-    }
-}
-
-async fn serve(mut stream: TcpStream, name: &str, status: u16, hits: Arc<AtomicUsize>) {
-    let mut buffer = Vec::new();
-    let mut chunk = [0; 4096];
-    loop {
-        while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let end = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        buffer.drain(..end);
-        hits.fetch_add(1, Ordering::SeqCst);
-        let response = format!(
-            "HTTP/1.1 {status} Test\r\ncontent-length: {}\r\n\r\n{name}",
-            name.len()
-        );
-        if stream.write_all(response.as_bytes()).await.is_err() {
-            return;
-        }
-    }
+/// A keep-alive HTTP/1.1 origin answering every request at once with `status` and the
+/// body `name`.
+async fn origin(name: &'static str, status: u16) -> RawOrigin {
+    RawOrigin::start(name, status, Pace::Fast).await
 }
 
 /// An address nothing listens on: connecting is refused.
@@ -111,56 +40,10 @@ async fn refused_address() -> EndpointAddress {
 
 // ----- the proxy ----------------------------------------------------------------------
 
-struct ClusterRouter(&'static Cluster);
-
-impl Router for ClusterRouter {
-    fn route(&self, _request: &http::request::Parts) -> Route<'_> {
-        static POLICY: RoutePolicy = RoutePolicy::new("test/outlier/0", None);
-        Route {
-            action: RouteAction::Forward(self.0, &POLICY),
-            chain: 0,
-            name: POLICY.name,
-        }
-    }
-}
-
-/// Clusters live for the process in a real proxy; a test leaks them the same way.
-fn leak(cluster: Cluster) -> &'static Cluster {
-    Box::leak(Box::new(cluster))
-}
-
-/// A proxy listener on 127.0.0.1 forwarding everything to `cluster`.
-fn start_proxy(cluster: &'static Cluster) -> (Server, SocketAddr) {
-    let mut server = Server::new(ServerSettings::default());
-    let listener = ListenerConfig::new("test", "127.0.0.1:0".parse().unwrap());
-    let pipeline = Box::leak(Box::new(Unfiltered(ClusterRouter(cluster))));
-    let BindAddress::Tcp(address) = server.http(&listener, pipeline).unwrap() else {
-        panic!("expected a TCP listener")
-    };
-    (server, address)
-}
-
-/// The status line and body of one `GET /` on a new connection.
+/// The status code and body of one `GET /` on a new connection.
 async fn get(proxy: SocketAddr) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(proxy).await.unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-    };
-    let response = within("proxied request", exchange).await;
-    let status = response
-        .get(9..12)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, body)| body.to_owned());
-    (status, body)
+    let response = within("proxied request", support::get(proxy)).await;
+    support::status_and_body(&response)
 }
 
 /// Sends requests until `endpoint` is ejected; returns when the request that ejected it
@@ -216,7 +99,7 @@ async fn consecutive_5xx_ejects_then_returns_and_the_second_ejection_lasts_longe
         cluster.outlier_detection().is_none(),
         "one review task per cluster"
     );
-    let (server, proxy) = start_proxy(cluster);
+    let (server, proxy) = start_proxy(cluster, ROUTE);
     let bad_endpoint = &cluster.endpoints()[1];
 
     let ejected = send_until_ejected(proxy, bad_endpoint).await;
@@ -307,7 +190,7 @@ async fn refused_connections_are_gateway_failures_and_eject() {
         vec![good.address.clone(), refused],
         options,
     ));
-    let (server, proxy) = start_proxy(cluster);
+    let (server, proxy) = start_proxy(cluster, ROUTE);
     let refused_endpoint = &cluster.endpoints()[1];
 
     send_until_ejected(proxy, refused_endpoint).await;
@@ -383,7 +266,7 @@ async fn max_ejection_percent_caps_ejections_and_counts_overflow() {
             .outlier_detection(detection)
             .healthy_panic_threshold(0),
     ));
-    let (server, proxy) = start_proxy(cluster);
+    let (server, proxy) = start_proxy(cluster, ROUTE);
     let stats = cluster.outlier_stats();
     for _ in 0..8 {
         assert_eq!(get(proxy).await.0, 500);
@@ -413,7 +296,7 @@ async fn max_ejection_percent_caps_ejections_and_counts_overflow() {
             .outlier_detection(detection.max_ejection_percent(0))
             .healthy_panic_threshold(0),
     ));
-    let (server, proxy) = start_proxy(cluster);
+    let (server, proxy) = start_proxy(cluster, ROUTE);
     for _ in 0..4 {
         assert_eq!(get(proxy).await.0, 500);
     }

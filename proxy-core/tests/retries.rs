@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed step should panic
 
+mod support;
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,18 +25,15 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use proxy_core::cluster::{Cluster, ClusterOptions, SessionPersistence, UpstreamProtocol};
-use proxy_core::config::{BindAddress, EndpointAddress};
+use proxy_core::config::EndpointAddress;
 use proxy_core::filter::{BodyProgress, Flow, HttpFilter, Summary};
 use proxy_core::http::Downstream;
-use proxy_core::listener::ListenerConfig;
 use proxy_core::route::{
-    Pipeline, RetryOn, RetryPolicy, Route, RouteAction, RoutePolicy, Router, Targets, Unfiltered,
+    Pipeline, RetryOn, RetryPolicy, Route, RouteAction, RoutePolicy, Router, Targets,
 };
-use proxy_core::server::{Server, ServerSettings};
+use proxy_core::server::Server;
 use proxy_core::stats::ListenerStats;
-
-/// Generous bound on anything that should be quick.
-const PATIENCE: Duration = Duration::from_secs(20);
+use support::{Blackhole, Client, Routes, STEP, cluster, nowhere, retry_on, route_policy, within};
 
 // ---------------------------------------------------------------------------------------
 // Origins
@@ -128,46 +127,6 @@ fn internal_error(_: usize, _: u64) -> (StatusCode, String) {
     (StatusCode::INTERNAL_SERVER_ERROR, "internal\n".into())
 }
 
-/// A listener that accepts connections and never answers; holds them until dropped.
-struct Blackhole {
-    address: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Blackhole {
-    async fn start() -> Blackhole {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&accepted);
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                held.push(stream);
-            }
-        });
-        Blackhole {
-            address,
-            accepted,
-            task,
-        }
-    }
-}
-
-impl Drop for Blackhole {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A Unix socket path in a fresh temporary directory that nobody listens on: connecting
-/// fails at once, deterministically.
-fn nowhere(dir: &tempfile::TempDir) -> EndpointAddress {
-    EndpointAddress::Unix(dir.path().join("nobody.sock"))
-}
-
 fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
@@ -177,22 +136,6 @@ fn fnv(bytes: &[u8]) -> u64 {
 // ---------------------------------------------------------------------------------------
 // The proxy
 
-/// Routes by exact path to a cluster under a policy.
-struct Routes(Vec<(&'static str, Arc<Cluster>, RoutePolicy)>);
-
-impl Router for Routes {
-    fn route(&self, request: &http::request::Parts) -> Route<'_> {
-        match self.0.iter().find(|(path, ..)| *path == request.uri.path()) {
-            Some((_, cluster, policy)) => Route {
-                action: RouteAction::Forward(cluster, policy),
-                chain: 0,
-                name: policy.name,
-            },
-            None => Route::none(0),
-        }
-    }
-}
-
 struct Proxy {
     server: Server,
     address: SocketAddr,
@@ -200,13 +143,7 @@ struct Proxy {
 
 impl Proxy {
     fn start(routes: Vec<(&'static str, Arc<Cluster>, RoutePolicy)>) -> Proxy {
-        let mut server = Server::new(ServerSettings::default());
-        let listener = ListenerConfig::new("test", "127.0.0.1:0".parse().unwrap());
-        // Pipelines live for the process in a real proxy; a test leaks one the same way.
-        let pipeline = Box::leak(Box::new(Unfiltered(Routes(routes))));
-        let BindAddress::Tcp(address) = server.http(&listener, pipeline).unwrap() else {
-            panic!("expected a TCP listener");
-        };
+        let (server, address) = support::serve_routes(routes);
         Proxy { server, address }
     }
 
@@ -220,20 +157,7 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let exchange = async {
-            let stream = tokio::net::TcpStream::connect(self.address).await.unwrap();
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
-            let response = sender.send_request(request).await.unwrap();
-            let (head, body) = response.into_parts();
-            (head, body.collect().await.unwrap().to_bytes())
-        };
-        tokio::time::timeout(PATIENCE, exchange)
-            .await
-            .expect("the proxy answers in time")
+        Client::connect(self.address).await.send(request).await
     }
 
     async fn get(&self, path: &str) -> (http::response::Parts, Bytes) {
@@ -283,19 +207,8 @@ fn payload(len: usize) -> Bytes {
         .collect()
 }
 
-fn cluster(name: &'static str, endpoints: Vec<EndpointAddress>) -> Arc<Cluster> {
-    // Round robin starts with the first endpoint, so the first attempt's endpoint is
-    // known.
-    Arc::new(Cluster::new(name, endpoints, ClusterOptions::DEFAULT))
-}
-
 fn policy(name: &'static str, retry: RetryPolicy) -> RoutePolicy {
-    RoutePolicy::new(name, Some(Duration::from_secs(30))).retry_policy(retry)
-}
-
-/// A retry policy with a short backoff, so tests are quick.
-fn retry_on(on: RetryOn) -> RetryPolicy {
-    RetryPolicy::new(on).base_interval(Duration::from_millis(1))
+    route_policy(name).retry_policy(retry)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -445,7 +358,7 @@ async fn retriable_status_codes_are_retried_and_others_are_not() {
 #[tokio::test]
 async fn per_try_timeout_bounds_each_attempt() {
     let hole = Blackhole::start().await;
-    let upstream = cluster("app", vec![EndpointAddress::Tcp(hole.address)]);
+    let upstream = cluster("app", vec![hole.endpoint()]);
     let per_try = Duration::from_millis(300);
     let proxy = Proxy::start(vec![(
         "/",
@@ -466,8 +379,8 @@ async fn per_try_timeout_bounds_each_attempt() {
     assert_eq!(body, "upstream request timeout\n");
     // Three attempts, each cut at its per-try timeout; a timer never fires early.
     assert!(elapsed >= per_try * 3, "{elapsed:?}");
-    assert!(elapsed < per_try * 3 + PATIENCE / 2, "{elapsed:?}");
-    assert_eq!(hole.accepted.load(Ordering::SeqCst), 3);
+    assert!(elapsed < per_try * 3 + STEP / 2, "{elapsed:?}");
+    assert_eq!(hole.accepted(), 3);
     let stats = upstream.stats();
     assert_eq!(stats.upstream_rq_per_try_timeout.get(), 3);
     assert_eq!(stats.upstream_rq_retry.get(), 2);
@@ -481,10 +394,7 @@ async fn per_try_timeout_bounds_each_attempt() {
 async fn per_try_timeout_falls_over_to_an_answering_endpoint() {
     let hole = Blackhole::start().await;
     let b = Origin::start("b", ok).await;
-    let upstream = cluster(
-        "app",
-        vec![EndpointAddress::Tcp(hole.address), b.endpoint()],
-    );
+    let upstream = cluster("app", vec![hole.endpoint(), b.endpoint()]);
     let proxy = Proxy::start(vec![(
         "/",
         Arc::clone(&upstream),
@@ -505,7 +415,7 @@ async fn per_try_timeout_falls_over_to_an_answering_endpoint() {
 #[tokio::test]
 async fn route_timeout_bounds_all_attempts_together() {
     let hole = Blackhole::start().await;
-    let upstream = cluster("app", vec![EndpointAddress::Tcp(hole.address)]);
+    let upstream = cluster("app", vec![hole.endpoint()]);
     let route_timeout = Duration::from_millis(500);
     let retry = retry_on(RetryOn::RESET)
         .num_retries(10)
@@ -574,7 +484,7 @@ async fn route_timeout_cuts_a_long_backoff() {
     assert_eq!(head.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(header(&head, "x-proxy-response-flags"), "UT");
     assert!(elapsed >= route_timeout, "{elapsed:?}");
-    assert!(elapsed < PATIENCE / 2, "{elapsed:?}");
+    assert!(elapsed < STEP / 2, "{elapsed:?}");
     assert!(only.hits() >= 1);
     let stats = upstream.stats();
     assert_eq!(
@@ -671,7 +581,7 @@ async fn no_retry_policy_means_one_attempt() {
     let proxy = Proxy::start(vec![(
         "/",
         Arc::clone(&upstream),
-        RoutePolicy::new("test/none/0", Some(Duration::from_secs(30))),
+        route_policy("test/none/0"),
     )]);
 
     let (head, _) = proxy.send(post("/", payload(1_000))).await;
@@ -779,7 +689,7 @@ async fn filters_see_each_chunk_once_and_the_summary_reports_the_answering_attem
     let dead = cluster("dead", vec![nowhere(&dir)]);
     let retry = retry_on(RetryOn::FIVE_XX);
     let (summaries, mut summary) = tokio::sync::mpsc::unbounded_channel();
-    let pipeline = Box::leak(Box::new(Filtered {
+    let pipeline = support::leak(Filtered {
         filter: Recorder {
             limit: 50_000,
             seen: AtomicUsize::new(0),
@@ -792,21 +702,12 @@ async fn filters_see_each_chunk_once_and_the_summary_reports_the_answering_attem
         mirrored: (
             Targets::new(vec![(cluster("single", vec![b.endpoint()]), 1)])
                 .mirror(cluster("shadow", vec![a.endpoint()]), 100),
-            RoutePolicy::new("test/filtered/2", Some(Duration::from_secs(30))),
+            route_policy("test/filtered/2"),
         ),
-    }));
-    let mut server = Server::new(ServerSettings::default());
-    let listener = ListenerConfig::new("test", "127.0.0.1:0".parse().unwrap());
-    let BindAddress::Tcp(address) = server.http(&listener, pipeline).unwrap() else {
-        panic!("expected a TCP listener");
-    };
+    });
+    let (server, address) = support::serve(pipeline);
     let proxy = Proxy { server, address };
-    let mut next_summary = async || {
-        tokio::time::timeout(PATIENCE, summary.recv())
-            .await
-            .unwrap()
-            .unwrap()
-    };
+    let mut next_summary = async || within("exchange summary", summary.recv()).await.unwrap();
 
     // Sent twice upstream, filtered once.
     let body = payload(30_000);

@@ -4,22 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed step should panic
 
-use std::convert::Infallible;
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::HeaderValue;
 use http::header::{COOKIE, SET_COOKIE};
-use http_body_util::Full;
 use proxy_core::cluster::{
     Cluster, ClusterOptions, Endpoint, HashPolicy, LbPolicy, Selection, SessionPersistence,
 };
-use proxy_core::config::{BindAddress, EndpointAddress};
-use proxy_core::listener::ListenerConfig;
-use proxy_core::route::{Route, RouteAction, RoutePolicy, Router, Unfiltered};
-use proxy_core::server::{Server, ServerSettings};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use proxy_core::config::EndpointAddress;
+use support::{answer_with_name, exchange, leak};
 
 const COOKIE_NAME: &str = "proxy-session";
 
@@ -310,47 +306,14 @@ fn tried_avoidance_crosses_priority_levels() {
 async fn origin(name: &'static str) -> (EndpointAddress, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_request| async move {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(name))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let task = tokio::spawn(answer_with_name(name, listener));
     (EndpointAddress::Tcp(address), task)
 }
 
-struct OneCluster(&'static Cluster);
-
-impl Router for OneCluster {
-    fn route(&self, _request: &http::request::Parts) -> Route<'_> {
-        static POLICY: RoutePolicy = RoutePolicy::new("test/sticky/0", None);
-        Route {
-            action: RouteAction::Forward(self.0, &POLICY),
-            chain: 0,
-            name: POLICY.name,
-        }
-    }
-}
-
 /// Status line, headers (lower-cased names) and body of one `Connection: close` request.
-async fn get(address: &BindAddress, extra: &str) -> (String, Vec<(String, String)>, String) {
-    let BindAddress::Tcp(address) = address else {
-        panic!("expected TCP, got {address}")
-    };
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+async fn get(address: SocketAddr, extra: &str) -> (String, Vec<(String, String)>, String) {
     let request = format!("GET / HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let response = exchange(address, &request).await;
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap().to_owned();
@@ -370,17 +333,10 @@ async fn sticky_cookie_through_the_proxy() {
         addresses.push(address);
         origins.push(task);
     }
-    let cluster: &'static Cluster = Box::leak(Box::new(Cluster::new(
-        "sticky-e2e",
-        addresses,
-        sticky_cookie(None),
-    )));
-    let mut server = Server::new(ServerSettings::default());
-    let listener = ListenerConfig::new("test", "127.0.0.1:0".parse().unwrap());
-    let pipeline = Box::leak(Box::new(Unfiltered(OneCluster(cluster))));
-    let address = server.http(&listener, pipeline).unwrap();
+    let cluster = leak(Cluster::new("sticky-e2e", addresses, sticky_cookie(None)));
+    let (server, address) = support::start_proxy(cluster, "test/sticky/0");
 
-    let (status, headers, first) = get(&address, "").await;
+    let (status, headers, first) = get(address, "").await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     let set_cookie = headers
         .iter()
@@ -394,7 +350,7 @@ async fn sticky_cookie_through_the_proxy() {
     );
 
     for _ in 0..20 {
-        let (status, headers, body) = get(&address, &format!("Cookie: {cookie}\r\n")).await;
+        let (status, headers, body) = get(address, &format!("Cookie: {cookie}\r\n")).await;
         assert!(status.starts_with("HTTP/1.1 200"), "{status}");
         assert_eq!(body, first, "sticks to the first origin");
         assert!(headers.iter().all(|(name, _)| name != "set-cookie"));
@@ -411,7 +367,7 @@ async fn sticky_cookie_through_the_proxy() {
         })
         .unwrap();
     sticky.set_healthy(false);
-    let (_, headers, body) = get(&address, &format!("Cookie: {cookie}\r\n")).await;
+    let (_, headers, body) = get(address, &format!("Cookie: {cookie}\r\n")).await;
     assert_ne!(body, first);
     let fresh = headers
         .iter()
@@ -420,7 +376,7 @@ async fn sticky_cookie_through_the_proxy() {
         .expect("a new cookie for the new origin");
     assert_ne!(fresh, cookie);
     for _ in 0..5 {
-        let (_, _, again) = get(&address, &format!("Cookie: {fresh}\r\n")).await;
+        let (_, _, again) = get(address, &format!("Cookie: {fresh}\r\n")).await;
         assert_eq!(again, body);
     }
 

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed step should panic with its error
 
+mod support;
+
 use std::ffi::OsString;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -24,20 +26,11 @@ use proxy_core::tcp::{
     CloseReason, ConnectionInfo, ConnectionSummary, IpNet, Ipv4Net, NetworkFilter, NetworkFlow,
     TcpProxy, TcpProxyOptions, TcpProxyStats,
 };
+use support::{STEP, within};
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
-
-/// How long any single step may take before the test fails instead of hanging.
-const STEP: Duration = Duration::from_secs(20);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(STEP, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what}: no result within {STEP:?}"),
-    }
-}
 
 // ----- the proxy --------------------------------------------------------------------
 

@@ -1,8 +1,14 @@
 //! The command line every generated proxy has, and the start-up sequence.
 //!
 //! Start-up order: parse flags → read runtime inputs (all errors at once) → `--check`
-//! report, or build the runtime → bind every listener (any failure aborts before traffic)
-//! → serve until SIGTERM/SIGINT → drain → remove socket files → exit 0.
+//! report, or start the workers → bind every listener (any failure aborts before
+//! traffic) → serve until SIGTERM/SIGINT → drain → remove socket files → exit 0.
+//!
+//! Worker model (`--runtime`): by default thread-per-core — `--concurrency N` threads,
+//! each with its own single-threaded runtime, accept loops and share of the upstream
+//! pools, and background work on the main thread's runtime (see `server::workers`);
+//! `--runtime multi-thread` runs everything on one work-stealing tokio runtime with `N`
+//! worker threads instead. docs/architecture.md ("Worker model") has the measurements.
 
 use std::fmt::Write as _;
 use std::marker::PhantomData;
@@ -12,7 +18,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::config::Inputs;
-use crate::server::{Server, ServerSettings};
+use crate::server::{Server, ServerSettings, Workers};
 use crate::topology::Topology;
 
 /// Exit code for a bad runtime input (environment variable), as for a usage error.
@@ -31,6 +37,11 @@ struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: Option<u16>,
 
+    /// Worker model: `per-core` (each worker thread runs its own single-threaded runtime,
+    /// accept loops and upstream pools) or `multi-thread` (one work-stealing runtime).
+    #[arg(long, value_name = "MODEL", value_enum, default_value_t = RuntimeModel::PerCore)]
+    runtime: RuntimeModel,
+
     /// Log level: error, warn, info, debug or trace. `RUST_LOG`, when set, takes precedence.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: tracing::Level,
@@ -39,6 +50,15 @@ struct Cli {
     /// are closed regardless (e.g. 10s, 500ms).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+}
+
+/// How requests are spread over threads; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeModel {
+    /// Thread-per-core: one current-thread runtime per worker.
+    PerCore,
+    /// One tokio multi-thread (work-stealing) runtime.
+    MultiThread,
 }
 
 type StartHook = Box<dyn FnOnce() -> Result<(), Box<dyn std::error::Error + Send + Sync>>>;
@@ -114,6 +134,14 @@ impl<T: Topology> App<T> {
             }
         };
         init_tracing(cli.log_level);
+        let workers = cli.concurrency.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        );
+        if cli.runtime == RuntimeModel::PerCore {
+            // Before the topology is built: each endpoint's pool gets one shard per worker.
+            crate::server::set_worker_count(workers);
+        }
 
         let mut inputs = Inputs::from_process_env();
         let topology = T::build(&mut inputs);
@@ -128,22 +156,34 @@ impl<T: Topology> App<T> {
             return ExitCode::SUCCESS;
         }
 
-        let runtime = match runtime(cli.concurrency) {
-            Ok(runtime) => runtime,
-            Err(error) => {
-                eprintln!("{}: error: cannot start the runtime: {error}", self.name);
-                return ExitCode::from(EXIT_START);
-            }
-        };
         let settings = ServerSettings {
             drain_timeout: cli.drain_timeout,
             ..ServerSettings::default()
         };
         let name = self.name;
+        let started = match cli.runtime {
+            RuntimeModel::PerCore => per_core(workers),
+            RuntimeModel::MultiThread => multi_thread(workers),
+        };
+        let (runtime, workers) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                eprintln!("{name}: error: cannot start the runtime: {error}");
+                return ExitCode::from(EXIT_START);
+            }
+        };
+        let server = match &workers {
+            Some(workers) => Server::with_workers(settings, workers.handles()),
+            None => Server::new(settings),
+        };
         // Built once, needed until exit: leaking it lets every request borrow routers,
         // filter chains and clusters for `'static` instead of counting references.
         let topology: &'static T = Box::leak(Box::new(topology));
-        match runtime.block_on(serve(topology, settings, self.before_serve)) {
+        let served = runtime.block_on(serve(topology, server, self.before_serve));
+        if let Some(workers) = workers {
+            workers.stop();
+        }
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("{name}: error: {error}");
@@ -153,17 +193,29 @@ impl<T: Topology> App<T> {
     }
 }
 
-fn runtime(concurrency: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = concurrency {
-        builder.worker_threads(usize::from(n));
-    }
-    builder.enable_all().thread_name("proxy-worker").build()
+/// Thread-per-core: `workers` threads with a current-thread runtime each, and a
+/// current-thread runtime on this thread for signals, start-up and background tasks.
+fn per_core(workers: usize) -> std::io::Result<(tokio::runtime::Runtime, Option<Workers>)> {
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("proxy-blocking")
+        .build()?;
+    Ok((control, Some(Workers::start(workers)?)))
+}
+
+/// One work-stealing runtime with `workers` worker threads for everything.
+fn multi_thread(workers: usize) -> std::io::Result<(tokio::runtime::Runtime, Option<Workers>)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .thread_name(crate::server::WORKER_THREAD_NAME)
+        .build()?;
+    Ok((runtime, None))
 }
 
 async fn serve<T: Topology>(
     topology: &'static T,
-    settings: ServerSettings,
+    mut server: Server,
     hooks: Vec<StartHook>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Registered before binding so a signal during start-up is not lost.
@@ -173,7 +225,6 @@ async fn serve<T: Topology>(
     for hook in hooks {
         hook()?;
     }
-    let mut server = Server::new(settings);
     warm_dns_clusters(topology, &mut server).await;
     if let Err(error) = topology.serve(&mut server) {
         // Listeners bound before the failure must not leave socket files behind.
@@ -197,7 +248,7 @@ async fn serve<T: Topology>(
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
     };
-    tracing::info!(signal, drain_timeout = ?settings.drain_timeout, "draining");
+    tracing::info!(signal, drain_timeout = ?server.settings.drain_timeout, "draining");
     server.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -133,9 +133,14 @@ impl Site {
     }
 }
 
-/// edge on an ephemeral 127.0.0.1 port (read back from its `listening` log line).
+/// edge on an ephemeral 127.0.0.1 port (read back from its `listening` log line), with
+/// two workers whatever the machine: each worker keeps its own upstream pool, so the
+/// reuse bounds below (at most one upstream connection per worker) must not depend on
+/// the core count.
 fn edge_command(dir: &Path) -> ProxyCommand {
-    ProxyCommand::new(edge_bin(), dir).env("EDGE_ADDR", "127.0.0.1:0")
+    ProxyCommand::new(edge_bin(), dir)
+        .env("EDGE_ADDR", "127.0.0.1:0")
+        .args(["--concurrency", "2"])
 }
 
 /// Deterministic, non-repeating-per-chunk bytes: `(offset % 251)`, a prime period, so a
@@ -611,6 +616,8 @@ async fn assert_upstream_reuse(path: &str, origin: &str) {
     }
     let entries = log.wait_for(50);
     let distinct = AccessLog::distinct_connections(&entries);
+    // One client connection is served by one worker: one upstream connection, or two if
+    // the origin closed one in between.
     assert!(
         distinct <= 2,
         "{origin}: 50 requests on one client connection used {distinct} upstream connections: {entries:#?}"

@@ -526,17 +526,32 @@ impl Cluster {
 
     /// A connection to `endpoint`: an idle pooled one (`true`), else a new one (`false`),
     /// waiting as a pending request while `max_connections` is reached.
+    ///
+    /// Only the pooled case is inline: dialling and waiting are boxed. Every request's
+    /// future is as large as the largest path through it, and each caller up to hyper
+    /// stores (and moves) it whole; the dial path (TCP or TLS connect, handshake) is
+    /// kilobytes that a request on a pooled connection would otherwise carry and copy.
     async fn http1_sender(
         &self,
         endpoint: &Endpoint,
     ) -> Result<(http1::SendRequest<RequestBody>, bool), UpstreamError> {
-        if let Some(sender) = endpoint.pool().checkout() {
-            return Ok((sender, true));
+        match endpoint.pool().checkout() {
+            Some(sender) => Ok((sender, true)),
+            None => Box::pin(self.new_http1_sender(endpoint)).await,
         }
+    }
+
+    /// [`Self::http1_sender`] when the pool had nothing: wait for a slot (or a
+    /// connection coming back) under `max_connections`, then dial.
+    async fn new_http1_sender(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<(http1::SendRequest<RequestBody>, bool), UpstreamError> {
         let slot = match self.connection_slot() {
             Some(slot) => slot,
             None => {
-                let checkout = || endpoint.pool().checkout();
+                // Any worker's idle connection will do rather than wait for a slot.
+                let checkout = || endpoint.pool().checkout_any();
                 match self.wait_for_connection(endpoint, checkout).await? {
                     Waited::Reuse(sender) => return Ok((sender, true)),
                     Waited::Slot(slot) => slot,
@@ -553,6 +568,8 @@ impl Cluster {
     ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
         let stream = self.dial(endpoint).await?;
         let (sender, connection) = http1::Builder::new()
+            // One buffer, one `write` per request head (see the server side).
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(handshake_failed(endpoint))?;
@@ -573,7 +590,8 @@ impl Cluster {
         loop {
             let (generation, mut sender) = match endpoint.http2_sender() {
                 Some(cached) => cached,
-                None => self.connect_http2(endpoint).await?,
+                // Boxed for the same reason as `new_http1_sender`.
+                None => Box::pin(self.connect_http2(endpoint)).await?,
             };
             let error = match sender.try_send_request(request).await {
                 Ok(response) => {

@@ -384,7 +384,9 @@ impl Upstream<'_> {
             let endpoint = selection.endpoint;
             let wait = {
                 let _in_flight = GaugeGuard::new(&cluster.stats().upstream_rq_active);
-                let sent = cluster.send(endpoint, request);
+                // Pinned here and lent to `wait_head`: moved into it, the send future
+                // would be stored twice over in this request's future.
+                let sent = std::pin::pin!(cluster.send(endpoint, request));
                 wait_head(sent, body_outcome.take(), &mut clock, self.per_try).await
             };
             let (attempt, request_bytes) = match wait {

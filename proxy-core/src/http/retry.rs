@@ -96,12 +96,11 @@ pub(super) enum RouteWait<T> {
 /// before the upload ends; then there is nothing left to time. A request-body filter may
 /// reject the upload meanwhile; its reply wins.
 pub(super) async fn wait_head<T>(
-    sent: impl Future<Output = T>,
+    mut sent: std::pin::Pin<&mut impl Future<Output = T>>,
     body_outcome: Option<oneshot::Receiver<BodyOutcome>>,
     clock: &mut Clock,
     per_try: Option<Duration>,
 ) -> RouteWait<T> {
-    let mut sent = std::pin::pin!(sent);
     let mut request_bytes = RequestBytes::Known(0);
     if let Some(mut body_outcome) = body_outcome {
         // A request-body filter that rejects the upload first reports its answer, then

@@ -1,4 +1,10 @@
-//! Serving: one accept loop per listener, one task per connection, and graceful drain.
+//! Serving: one accept loop per listener (per worker, see [`workers`]), one task per
+//! connection, and graceful drain.
+
+mod workers;
+
+pub(crate) use workers::{THREAD_NAME as WORKER_THREAD_NAME, set_count as set_worker_count};
+pub(crate) use workers::{Workers, count as worker_count, current as current_worker};
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -9,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -66,6 +73,9 @@ pub struct Server {
     listener_stats: Vec<(&'static str, Arc<ListenerStats>)>,
     tls_stats: Vec<(&'static str, Arc<TlsStats>)>,
     tls_configs: Vec<Arc<ServerTls>>,
+    /// The workers' runtimes: each listener gets one accept loop on each. Empty: one
+    /// accept loop per listener on the current runtime.
+    workers: Arc<[Handle]>,
 }
 
 impl Server {
@@ -81,6 +91,17 @@ impl Server {
             listener_stats: Vec::new(),
             tls_stats: Vec::new(),
             tls_configs: Vec::new(),
+            workers: Arc::new([]),
+        }
+    }
+
+    /// A server whose listeners are each served by one accept loop per worker runtime
+    /// in `workers` (thread-per-core; see [`Workers`]). Background tasks still run on
+    /// the runtime the server is driven from.
+    pub(crate) fn with_workers(settings: ServerSettings, workers: Arc<[Handle]>) -> Self {
+        Self {
+            workers,
+            ..Self::new(settings)
         }
     }
 
@@ -104,43 +125,73 @@ impl Server {
             if config.start_watching() {
                 self.spawn_background(Arc::clone(config).watch());
             }
-            Terminate {
+            Arc::new(Terminate {
                 config: Arc::clone(config),
                 stats,
-            }
+            })
         });
         tracing::info!(listener = listener.name(), %address, tls = tls.is_some(), "listening");
         let stats = Arc::new(ListenerStats::default());
         self.listener_stats
             .push((listener.name(), Arc::clone(&stats)));
-        let accept = accept_loop(
-            bound,
-            pipeline,
-            listener.name(),
-            stats,
-            tls,
-            self.shutdown.subscribe(),
-            self.settings,
-        );
-        self.accept_loops.push(tokio::spawn(accept));
+        let name = listener.name();
+        let settings = self.settings;
+        self.spawn_accept_loops(bound, |bound, shutdown| {
+            accept_loop(
+                bound,
+                pipeline,
+                name,
+                Arc::clone(&stats),
+                tls.clone(),
+                shutdown,
+                settings,
+            )
+        });
         Ok(address)
     }
 
-    /// Binds `listener` for any listener kind, registering a Unix socket file for removal
-    /// at shutdown. Returns the address actually bound.
+    /// Binds `listener` for any listener kind: one socket per accept loop (see
+    /// [`BoundListener::bind_workers`]), a Unix socket file registered for removal at
+    /// shutdown. Returns the address actually bound.
     pub(crate) fn bind(
         &mut self,
         listener: &ListenerConfig,
-    ) -> Result<(BoundListener, BindAddress), ServeError> {
-        let bound = BoundListener::bind(listener).map_err(|source| ServeError::Bind {
-            listener: listener.name(),
-            source,
-        })?;
-        if let Some(path) = bound.unix_path() {
+    ) -> Result<(Vec<BoundListener>, BindAddress), ServeError> {
+        let bound =
+            BoundListener::bind_workers(listener, self.workers.len()).map_err(|source| {
+                ServeError::Bind {
+                    listener: listener.name(),
+                    source,
+                }
+            })?;
+        let first = &bound[0];
+        if let Some(path) = first.unix_path() {
             self.socket_paths.push(path.to_path_buf());
         }
-        let address = bound.local_address(listener.bind_address());
+        let address = first.local_address(listener.bind_address());
         Ok((bound, address))
+    }
+
+    /// Spawns `accept_loop(socket, shutdown)` for each of `bound`: on the current runtime,
+    /// or one on each worker's runtime. `shutdown` flips once to stop accepting and drain.
+    pub(crate) fn spawn_accept_loops<F>(
+        &mut self,
+        bound: Vec<BoundListener>,
+        accept_loop: impl Fn(BoundListener, watch::Receiver<bool>) -> F,
+    ) where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if self.workers.is_empty() {
+            for socket in bound {
+                let task = accept_loop(socket, self.shutdown.subscribe());
+                self.accept_loops.push(tokio::spawn(task));
+            }
+            return;
+        }
+        for (socket, worker) in bound.into_iter().zip(self.workers.iter()) {
+            let task = accept_loop(socket, self.shutdown.subscribe());
+            self.accept_loops.push(worker.spawn(task));
+        }
     }
 
     /// Runs `task` until shutdown; for periodic work off the request path.
@@ -200,18 +251,28 @@ async fn accept_loop<P: Pipeline>(
     pipeline: &'static P,
     name: &'static str,
     stats: Arc<ListenerStats>,
-    tls: Option<Terminate>,
+    tls: Option<Arc<Terminate>>,
     mut shutdown: watch::Receiver<bool>,
     settings: ServerSettings,
 ) {
+    let listener = match listener.into_acceptor() {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(listener = name, %error, "cannot register the listening socket");
+            return;
+        }
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+        .header_read_timeout(settings.header_read_timeout)
+        // Head and body in one buffer, one `write`: cheaper than queueing them for a
+        // vectored write for the small responses that dominate (measured, see
+        // docs/architecture.md "Worker model").
+        .writev(false);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let tls = tls.map(Arc::new);
     let graceful = GracefulShutdown::new();
 
     loop {

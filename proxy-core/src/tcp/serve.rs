@@ -35,7 +35,7 @@ impl Server {
         proxy: TcpProxy,
     ) -> Result<BindAddress, ServeError> {
         let (bound, address) = self.bind(listener)?;
-        if bound.unix_path().is_some() && proxy.options().has_ip_rules() {
+        if bound[0].unix_path().is_some() && proxy.options().has_ip_rules() {
             tracing::warn!(
                 listener = listener.name(),
                 "source_ips and destination_ports do not apply on a Unix socket listener; \
@@ -48,18 +48,15 @@ impl Server {
             cluster = proxy.cluster().name(),
             "listening (tcp proxy)"
         );
-        let listener = Listener {
+        let listener = Arc::new(Listener {
             name: listener.name(),
             filters,
             proxy,
-        };
-        let accept = accept_loop(
-            bound,
-            Arc::new(listener),
-            self.shutdown.subscribe(),
-            self.settings.drain_timeout,
-        );
-        self.accept_loops.push(tokio::spawn(accept));
+        });
+        let drain_timeout = self.settings.drain_timeout;
+        self.spawn_accept_loops(bound, |bound, shutdown| {
+            accept_loop(bound, Arc::clone(&listener), shutdown, drain_timeout)
+        });
         Ok(address)
     }
 }
@@ -77,6 +74,13 @@ async fn accept_loop<F: NetworkFilter>(
     mut shutdown: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
+    let bound = match bound.into_acceptor() {
+        Ok(bound) => bound,
+        Err(error) => {
+            tracing::error!(listener = listener.name, %error, "cannot register the listening socket");
+            return;
+        }
+    };
     // Flipped when the drain timeout has passed: every connection still open closes.
     let (force_close, closing) = watch::channel(false);
     let mut connections = JoinSet::new();

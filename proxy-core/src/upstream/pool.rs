@@ -4,12 +4,19 @@ use std::time::{Duration, Instant};
 use hyper::client::conn::http1;
 
 use crate::http::RequestBody;
+use crate::server::{current_worker, worker_count};
 
 /// Idle HTTP/1.1 connections to one endpoint, most recently used first out.
 ///
 /// LIFO keeps the hottest connections busy and lets the rest age out on `idle_timeout`,
 /// so a burst does not leave many half-used connections behind. Critical sections are a
 /// push or a pop, so a plain mutex is cheaper than anything lock-free here.
+///
+/// One shard per worker (thread-per-core, see `server::workers`): a worker takes and
+/// returns connections in its own shard, whose connections it dialled and drives, so its
+/// mutex is never contended and a request never wakes another thread. `max_idle` holds
+/// per shard (per worker, as Envoy's per-worker pools). Only a request waiting under
+/// `max_connections` looks into other workers' shards ([`Pool::checkout_any`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Pool {
     shared: Arc<Shared>,
@@ -17,10 +24,16 @@ pub(crate) struct Pool {
 
 #[derive(Debug)]
 struct Shared {
-    idle: Mutex<Vec<Idle>>,
+    shards: Box<[Shard]>,
     max_idle: usize,
     idle_timeout: Duration,
 }
+
+/// One worker's idle connections, on a cache line of its own so workers do not
+/// invalidate each other's.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard(Mutex<Vec<Idle>>);
 
 #[derive(Debug)]
 struct Idle {
@@ -30,27 +43,38 @@ struct Idle {
 
 impl Pool {
     pub(crate) fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+        let shards = (0..worker_count().max(1))
+            .map(|_| Shard::default())
+            .collect();
         Self {
             shared: Arc::new(Shared {
-                idle: Mutex::new(Vec::new()),
+                shards,
                 max_idle,
                 idle_timeout,
             }),
         }
     }
 
-    /// The most recently returned live connection, if any. Expired or closed ones met on
-    /// the way are dropped, which closes them.
+    /// The most recently returned live connection of this worker's shard, if any.
+    /// Expired or closed ones met on the way are dropped, which closes them.
     pub(crate) fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+        self.shared
+            .local()
+            .take(Instant::now(), self.shared.idle_timeout)
+    }
+
+    /// [`Self::checkout`], else a connection from another worker's shard: for a request
+    /// waiting under `max_connections`, which must not wait on a connection idling
+    /// elsewhere. The connection keeps running on the worker that dialled it.
+    pub(crate) fn checkout_any(&self) -> Option<http1::SendRequest<RequestBody>> {
         let now = Instant::now();
-        let mut idle = self.shared.lock();
-        while let Some(conn) = idle.pop() {
-            if !conn.sender.is_closed() && now.duration_since(conn.since) < self.shared.idle_timeout
-            {
-                return Some(conn.sender);
-            }
-        }
-        None
+        let timeout = self.shared.idle_timeout;
+        self.checkout().or_else(|| {
+            self.shared
+                .shards
+                .iter()
+                .find_map(|shard| shard.take(now, timeout))
+        })
     }
 
     /// Drops connections idle for longer than the timeout; run periodically so an idle
@@ -58,27 +82,29 @@ impl Pool {
     pub(crate) fn prune(&self) {
         let now = Instant::now();
         let timeout = self.shared.idle_timeout;
-        self.shared
-            .lock()
-            .retain(|conn| !conn.sender.is_closed() && now.duration_since(conn.since) < timeout);
+        for shard in &self.shared.shards {
+            shard.lock().retain(|conn| {
+                !conn.sender.is_closed() && now.duration_since(conn.since) < timeout
+            });
+        }
     }
 
-    /// Closes the least recently used idle connection, if there is one; returns whether
-    /// one was closed. Its circuit-breaker slot frees once its connection task ends.
+    /// Closes the least recently used idle connection, if there is one (this worker's
+    /// first); returns whether one was closed. Its circuit-breaker slot frees once its
+    /// connection task ends.
     pub(crate) fn evict_oldest(&self) -> bool {
-        let mut idle = self.shared.lock();
-        if idle.is_empty() {
-            return false;
-        }
-        // Dropped outside the lock: closing a connection need not hold up checkouts.
-        let oldest = idle.remove(0);
-        drop(idle);
-        drop(oldest);
-        true
+        let local = self.shared.local();
+        std::iter::once(local)
+            .chain(self.shared.shards.iter())
+            .any(Shard::evict_oldest)
     }
 
     pub(crate) fn idle_count(&self) -> usize {
-        self.shared.lock().len()
+        self.shared
+            .shards
+            .iter()
+            .map(|shard| shard.lock().len())
+            .sum()
     }
 
     /// A handle that puts `sender` back when the response it carried has ended.
@@ -89,11 +115,12 @@ impl Pool {
         }
     }
 
+    /// Puts `sender` in the shard of the worker returning it: the one that took it out.
     fn put(&self, sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.shared.lock();
+        let mut idle = self.shared.local().lock();
         if idle.len() < self.shared.max_idle {
             idle.push(Idle {
                 sender,
@@ -104,12 +131,45 @@ impl Pool {
 }
 
 impl Shared {
+    /// The calling worker's shard (the first outside workers).
+    #[inline]
+    fn local(&self) -> &Shard {
+        let index = current_worker();
+        // `shards` is never empty; an index past it (more workers than shards) shares
+        // the first.
+        self.shards.get(index).unwrap_or(&self.shards[0])
+    }
+}
+
+impl Shard {
     fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
         // A panic while holding this lock cannot leave the Vec inconsistent (every
         // operation is a single push/pop/retain), so a poisoned lock is still usable.
-        self.idle
+        self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take(&self, now: Instant, timeout: Duration) -> Option<http1::SendRequest<RequestBody>> {
+        let mut idle = self.lock();
+        while let Some(conn) = idle.pop() {
+            if !conn.sender.is_closed() && now.duration_since(conn.since) < timeout {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    fn evict_oldest(&self) -> bool {
+        let mut idle = self.lock();
+        if idle.is_empty() {
+            return false;
+        }
+        // Dropped outside the lock: closing a connection need not hold up checkouts.
+        let oldest = idle.remove(0);
+        drop(idle);
+        drop(oldest);
+        true
     }
 }
 

@@ -1,9 +1,13 @@
 //! One `Router` type per listener: virtual-host selection, then one generated method
 //! per virtual host testing its routes in order with string comparisons. Route actions
 //! are `static`s (or a field, for the cluster), so routing borrows and never allocates.
+//!
+//! Long runs of routes are not tested one by one: see [`arrange`]. A virtual host with
+//! fewer than [`DISPATCH_MIN`] consecutive dispatchable routes expands to plain tests in
+//! order, exactly as before.
 
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -229,7 +233,9 @@ fn virtual_host(
     let path = local("__path");
     let mut statics = Vec::new();
     let mut tests = Vec::new();
+    let mut keys = Vec::new();
     for (index, route) in vhost.routes.iter().enumerate() {
+        keys.push(RouteKeys::of(&route.matcher.value));
         let mut conditions = vec![path_condition(route, &path, &mut collected.regexes)];
         if !route.methods.is_empty() {
             conditions.push(method_condition(&route.methods, request));
@@ -257,6 +263,7 @@ fn virtual_host(
         });
     }
     let no_route_chain = chains.vhost_chain(vhost_index);
+    let tests = arrange(&keys, tests, &path);
     let path_binding = (!vhost.routes.is_empty()).then(|| quote!(let #path = #request.uri.path();));
     let name = format!(
         " Routes of virtual host `{}`, in order.",
@@ -268,8 +275,244 @@ fn virtual_host(
         fn #method(&self, #request: &#REQUEST_PARTS) -> #ROUTE<'_> {
             #(#statics)*
             #path_binding
-            #(#tests)*
+            #tests
             #ROUTE::none(#no_route_chain)
+        }
+    }
+}
+
+/// Below this many consecutive routes that can be dispatched, testing them in order is as
+/// fast as a lookup, so they are left as they are.
+const DISPATCH_MIN: usize = 16;
+
+/// The first segment of `path` with its slashes (`/api/` for `/api/v1/items`), or the
+/// whole path when it has no second slash. The generated router computes the same thing
+/// on the request path (see [`arrange`]).
+fn first_segment(path: &str) -> &str {
+    match path.bytes().skip(1).position(|byte| byte == b'/') {
+        Some(slash) => &path[..slash + 2],
+        None => path,
+    }
+}
+
+/// The text every path a regex matches starts with, conservatively: the leading literal
+/// characters of the pattern, stopping at the first metacharacter, escape or group, and
+/// dropping a character a quantifier applies to. Empty when the pattern has an
+/// alternation anywhere (which could apply to the whole pattern).
+fn regex_literal_prefix(pattern: &str) -> &str {
+    if pattern.contains('|') {
+        return "";
+    }
+    let pattern = pattern.strip_prefix('^').unwrap_or(pattern);
+    let literal = |c: char| c.is_ascii_alphanumeric() || "/-_~%!@,;:=&'<>`\"".contains(c);
+    let end = pattern.find(|c: char| !literal(c)).unwrap_or(pattern.len());
+    match pattern[end..].chars().next() {
+        // `x?`, `x*`, `x{0,..}`: the last literal may be absent (`+` too, for simplicity).
+        Some('?' | '*' | '{' | '+') => {
+            let last = pattern[..end].chars().next_back().map_or(0, char::len_utf8);
+            &pattern[..end - last]
+        }
+        _ => &pattern[..end],
+    }
+}
+
+/// What decides, before testing a route, that it cannot match a path.
+struct RouteKeys {
+    /// Every path the route matches has this first segment (see [`first_segment`]).
+    segment: Option<String>,
+    /// The route matches this path only (an `exact(..)` route).
+    exact: Option<String>,
+}
+
+impl RouteKeys {
+    fn of(matcher: &PathMatch) -> Self {
+        // A prefix (of a prefix route or a regex) fixes the first segment only when it
+        // contains the segment's closing slash: `/ap` could be `/api/..` or `/apple`.
+        let from_prefix = |prefix: &str| {
+            let segment = first_segment(prefix);
+            (segment.len() > 1 && segment.ends_with('/')).then(|| segment.to_owned())
+        };
+        match matcher {
+            PathMatch::Prefix(prefix) => Self {
+                segment: from_prefix(prefix),
+                exact: None,
+            },
+            PathMatch::Exact(path) => Self {
+                segment: Some(first_segment(path).to_owned()),
+                exact: Some(path.clone()),
+            },
+            PathMatch::Regex(pattern) => Self {
+                segment: from_prefix(regex_literal_prefix(pattern)),
+                exact: None,
+            },
+        }
+    }
+}
+
+/// The tests of a virtual host's routes (`tests[i]` returns route `i` if it matches), as
+/// code that gives the same answer as running them in order.
+///
+/// A run of at least [`DISPATCH_MIN`] consecutive routes whose first path segment is
+/// known (exact routes, prefix routes such as `/api/..`, regexes with such a literal
+/// start) becomes one `match` on a hash of the request's first segment, whose arm runs
+/// the routes of that segment only, still in order. Routes of other segments cannot
+/// match the path, so skipping them cannot change which route matches first; every
+/// route still runs its own full test, so a hash collision only puts two segments' routes
+/// in one arm (merged in route order). Inside an arm, a run of exact routes is dispatched
+/// the same way on a hash of the whole path. Any other route (`prefix("/")`,
+/// `prefix("/ap")`, most regexes) ends a run and is tested where it stands, so
+/// first-match-wins order holds across runs.
+fn arrange(keys: &[RouteKeys], tests: Vec<TokenStream>, path: &Ident) -> TokenStream {
+    let mut tests: Vec<Option<TokenStream>> = tests.into_iter().map(Some).collect();
+    let mut take = |index: usize| tests[index].take().unwrap_or_default();
+    let hash = local("__route_key_hash");
+    let mut dispatched = false;
+    let mut out = TokenStream::new();
+    for run in runs(0..keys.len(), |index| keys[index].segment.is_some()) {
+        let run = match run {
+            Run::InOrder(run) => {
+                out.extend(run.into_iter().map(&mut take));
+                continue;
+            }
+            Run::Dispatch(run) => run,
+        };
+        dispatched = true;
+        let mut arms = Vec::new();
+        for (segment_hash, routes) in by_hash(run, |index| keys[index].segment.as_deref()) {
+            let mut arm = TokenStream::new();
+            for run in runs(routes.into_iter(), |index| keys[index].exact.is_some()) {
+                match run {
+                    Run::InOrder(run) => arm.extend(run.into_iter().map(&mut take)),
+                    Run::Dispatch(run) => {
+                        let by_path = by_hash(run, |index| keys[index].exact.as_deref())
+                            .into_iter()
+                            .map(|(path_hash, routes)| {
+                                (path_hash, routes.into_iter().map(&mut take).collect())
+                            })
+                            .collect();
+                        arm.extend(switch(&hash, path, by_path));
+                    }
+                }
+            }
+            arms.push((segment_hash, arm));
+        }
+        let segment = local("__segment");
+        let dispatch = switch(&hash, &segment, arms);
+        out.extend(quote! {
+            {
+                let #segment = match #path.bytes().skip(1).position(|__byte| __byte == b'/') {
+                    ::core::option::Option::Some(__slash) => &#path[..__slash + 2],
+                    ::core::option::Option::None => #path,
+                };
+                #dispatch
+            }
+        });
+    }
+    if dispatched {
+        let (k, rotate) = (KEY_HASH_K, KEY_HASH_ROTATE);
+        out = quote! {
+            #[inline(always)]
+            fn #hash(__key: &str) -> u64 {
+                let mut __hash = __key.len() as u64;
+                let mut __chunks = __key.as_bytes().chunks_exact(8);
+                for __chunk in &mut __chunks {
+                    let mut __word = [0u8; 8];
+                    __word.copy_from_slice(__chunk);
+                    __hash = (__hash.rotate_left(#rotate) ^ u64::from_le_bytes(__word)).wrapping_mul(#k);
+                }
+                let __rest = __chunks.remainder();
+                if !__rest.is_empty() {
+                    let mut __word = [0u8; 8];
+                    __word[..__rest.len()].copy_from_slice(__rest);
+                    __hash = (__hash.rotate_left(#rotate) ^ u64::from_le_bytes(__word)).wrapping_mul(#k);
+                }
+                __hash
+            }
+            #out
+        };
+    }
+    out
+}
+
+const KEY_HASH_K: u64 = 0x517c_c1b7_2722_0a95;
+const KEY_HASH_ROTATE: u32 = 5;
+
+/// An FxHash-style hash of `key`, eight bytes at a time: the generated router runs the
+/// same function (emitted next to the routes) on the request's segment or path.
+fn key_hash(key: &str) -> u64 {
+    let mut hash = key.len() as u64;
+    let mut chunks = key.as_bytes().chunks_exact(8);
+    let mut mix = |word: [u8; 8]| {
+        hash =
+            (hash.rotate_left(KEY_HASH_ROTATE) ^ u64::from_le_bytes(word)).wrapping_mul(KEY_HASH_K);
+    };
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        mix(word);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        mix(word);
+    }
+    hash
+}
+
+enum Run {
+    /// Too short, or a route that cannot be dispatched: tested in order.
+    InOrder(Vec<usize>),
+    /// At least [`DISPATCH_MIN`] consecutive dispatchable routes.
+    Dispatch(Vec<usize>),
+}
+
+/// Splits `indices` into maximal runs of routes that are `dispatchable`, keeping order.
+fn runs(indices: impl Iterator<Item = usize>, dispatchable: impl Fn(usize) -> bool) -> Vec<Run> {
+    fn flush(pending: &mut Vec<usize>, out: &mut Vec<Run>) {
+        if pending.len() >= DISPATCH_MIN {
+            out.push(Run::Dispatch(std::mem::take(pending)));
+        } else if !pending.is_empty() {
+            out.push(Run::InOrder(std::mem::take(pending)));
+        }
+    }
+    let mut out = Vec::new();
+    let mut pending = Vec::new();
+    for index in indices {
+        if dispatchable(index) {
+            pending.push(index);
+        } else {
+            flush(&mut pending, &mut out);
+            out.push(Run::InOrder(vec![index]));
+        }
+    }
+    flush(&mut pending, &mut out);
+    out
+}
+
+/// The routes of `run` grouped by the [`key_hash`] of their key, each group in route
+/// order (routes whose keys collide share a group).
+fn by_hash<'k>(run: Vec<usize>, key: impl Fn(usize) -> Option<&'k str>) -> Vec<(u64, Vec<usize>)> {
+    let mut groups: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    // `run` is in route order, so each group is too.
+    for index in run {
+        let hash = key_hash(key(index).unwrap_or_default());
+        groups.entry(hash).or_default().push(index);
+    }
+    groups.into_iter().collect()
+}
+
+/// `match hash(value) { HASH => { arm } .. _ => {} }`: no match falls through to the
+/// routes after the run.
+fn switch(hash: &Ident, value: &Ident, arms: Vec<(u64, TokenStream)>) -> TokenStream {
+    let arms = arms.into_iter().map(|(key, arm)| {
+        let key = Literal::u64_suffixed(key);
+        quote!(#key => { #arm })
+    });
+    quote! {
+        match #hash(#value) {
+            #(#arms)*
+            _ => {}
         }
     }
 }
@@ -405,4 +648,115 @@ fn redirect_value(route: &Route, redirect: &Redirect) -> TokenStream {
         value = quote!(#value.strip_query(true));
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+    use crate::test_util::{expand_ok, with_routes};
+
+    #[test]
+    fn first_segments() {
+        assert_eq!(first_segment("/api/v1/items"), "/api/");
+        assert_eq!(first_segment("/api/"), "/api/");
+        assert_eq!(first_segment("/healthz"), "/healthz");
+        assert_eq!(first_segment("/"), "/");
+        assert_eq!(first_segment("//x"), "//");
+        assert_eq!(first_segment("/é/x"), "/é/");
+    }
+
+    #[test]
+    fn regex_literal_prefixes_are_conservative() {
+        assert_eq!(regex_literal_prefix("/re12/[0-9]+"), "/re12/");
+        assert_eq!(regex_literal_prefix("^/v[0-9]+/items$"), "/v");
+        assert_eq!(regex_literal_prefix("/api/.*"), "/api/");
+        assert_eq!(regex_literal_prefix("/api/v1?"), "/api/v");
+        assert_eq!(regex_literal_prefix("/ab*/"), "/a");
+        assert_eq!(regex_literal_prefix("/a/b|/c/d"), "");
+        assert_eq!(regex_literal_prefix("(?i)/api/"), "");
+        assert_eq!(regex_literal_prefix(r"/api\/x"), "/api");
+    }
+
+    #[test]
+    fn only_a_closed_first_segment_is_a_key() {
+        let segment = |matcher| RouteKeys::of(&matcher).segment;
+        assert_eq!(segment(PathMatch::Prefix("/".into())), None);
+        assert_eq!(segment(PathMatch::Prefix("/ap".into())), None);
+        assert_eq!(
+            segment(PathMatch::Prefix("/api/".into())).as_deref(),
+            Some("/api/")
+        );
+        assert_eq!(
+            segment(PathMatch::Prefix("/api/v".into())).as_deref(),
+            Some("/api/")
+        );
+        assert_eq!(
+            segment(PathMatch::Exact("/healthz".into())).as_deref(),
+            Some("/healthz")
+        );
+        assert_eq!(segment(PathMatch::Regex("/v[0-9]/".into())), None);
+        assert_eq!(
+            segment(PathMatch::Regex("/v2/[a-z]+".into())).as_deref(),
+            Some("/v2/")
+        );
+    }
+
+    #[test]
+    fn short_runs_stay_tests_in_order() {
+        let routes = (0..DISPATCH_MIN - 1).map(|i| {
+            let prefix = format!("/svc{i}/");
+            quote!(route prefix(#prefix) => cluster(api),)
+        });
+        let text = expand_ok(with_routes(quote!(#(#routes)*)));
+        assert!(!text.contains("__route_key_hash"), "{text}");
+    }
+
+    #[test]
+    fn key_hashes_are_stable() {
+        // The generated copy must hash as this one does; pin a few values.
+        assert_eq!(key_hash(""), 0);
+        assert_ne!(key_hash("/api/"), key_hash("/api"));
+        assert_ne!(key_hash("/api/v1/item1"), key_hash("/api/v1/item10"));
+        assert_ne!(key_hash("/a\0"), key_hash("/a"));
+    }
+
+    /// Long runs are dispatched, but a route with no key (`prefix("/")`) stays between
+    /// the runs before and after it, so first-match-wins order holds across it.
+    #[test]
+    fn dispatch_keeps_route_order_across_runs() {
+        let before = (0..DISPATCH_MIN).map(|i| {
+            let exact = format!("/api/v1/item{i}");
+            quote!(route exact(#exact) => cluster(api),)
+        });
+        let after = (0..DISPATCH_MIN).map(|i| {
+            let prefix = format!("/svc{i}/");
+            quote!(route prefix(#prefix) if header("x-canary", "1") => cluster(api),)
+        });
+        let text = expand_ok(with_routes(quote! {
+            #(#before)*
+            route prefix("/") if method(POST) => cluster(api),
+            #(#after)*
+        }));
+        let dispatch = "match __route_key_hash (__segment)";
+        let first = text.find(dispatch).expect("the first run is dispatched");
+        let middle = text
+            .find(r#"starts_with ("/")"#)
+            .expect("the unkeyed route");
+        let last = text.rfind(dispatch).expect("the last run is dispatched");
+        assert!(first < middle && middle < last, "{text}");
+        // The exact routes share the segment `/api/`, then are dispatched by path.
+        for key in [
+            "/api/",
+            "/api/v1/item0",
+            "/api/v1/item15",
+            "/svc0/",
+            "/svc15/",
+        ] {
+            let arm = format!("{}u64 =>", key_hash(key));
+            assert!(text.contains(&arm), "no arm for {key} in {text}");
+        }
+        assert!(text.contains("match __route_key_hash (__path)"), "{text}");
+    }
 }

@@ -89,15 +89,17 @@ pub(crate) fn prepare_response(response: &mut Response<ResponseBody>) {
 /// in `Connection`, and the fixed set RFC 9110 §7.6.1 lists.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+        if names_other_fields(headers) {
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+                .collect();
+            for name in named {
+                headers.remove(name);
+            }
         }
         headers.remove(header::CONNECTION);
     }
@@ -106,6 +108,20 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
     headers.remove(header::UPGRADE);
     headers.remove(header::TE);
+}
+
+/// Whether `Connection` names a field other than `keep-alive` and `close`. Nearly every
+/// message says only one of those, which name nothing beyond the fixed set removed
+/// anyway: then no list of names is built (an allocation per message otherwise).
+fn names_other_fields(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value.as_bytes().split(|&b| b == b',').any(|token| {
+            let token = token.trim_ascii();
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case(b"keep-alive")
+                && !token.eq_ignore_ascii_case(b"close")
+        })
+    })
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {

@@ -248,6 +248,45 @@ fn get(url: &str) -> (u16, String, Duration) {
     (status.parse().unwrap(), body.to_owned(), took)
 }
 
+/// The health-checked cluster of the fixture over its own two origins, both healthy.
+struct Checked {
+    /// nginx on TCP.
+    a: Nginx,
+    /// nginx on a Unix socket.
+    b: Nginx,
+    /// How the proxy's log names each endpoint.
+    a_endpoint: String,
+    b_endpoint: String,
+    proxy: ProxyProcess,
+    addr: SocketAddr,
+}
+
+/// Starts both origins and the proxy, and waits until both endpoints passed their first
+/// health check.
+fn start_checked(dir: &Path) -> Checked {
+    let a = tcp_origin(dir, "a");
+    let b = unix_origin(dir, "b");
+    let a_endpoint = a.addr("a").to_string();
+    let b_endpoint = pipe_name(&b.socket("b"));
+    let (proxy, addr) = start_proxy(
+        dir,
+        &[
+            ("CHECKED_TCP", a.addr("a").to_string()),
+            ("CHECKED_PIPE", b.socket("b").display().to_string()),
+        ],
+    );
+    wait_transition(&proxy, &a_endpoint, 1, ("pending", "healthy"), DEADLINE);
+    wait_transition(&proxy, &b_endpoint, 1, ("pending", "healthy"), DEADLINE);
+    Checked {
+        a,
+        b,
+        a_endpoint,
+        b_endpoint,
+        proxy,
+        addr,
+    }
+}
+
 /// How the proxy names a Unix-socket endpoint in its logs.
 fn pipe_name(path: &Path) -> String {
     format!("unix:{}", path.display())
@@ -256,19 +295,14 @@ fn pipe_name(path: &Path) -> String {
 #[test]
 fn sigkill_of_an_endpoint_under_wrk_load_fails_no_request_and_traffic_returns_after_restart() {
     let dir = tempdir();
-    let mut a = tcp_origin(dir.path(), "a");
-    let b = unix_origin(dir.path(), "b");
-    let a_endpoint = a.addr("a").to_string();
-    let b_endpoint = pipe_name(&b.socket("b"));
-    let (proxy, addr) = start_proxy(
-        dir.path(),
-        &[
-            ("CHECKED_TCP", a.addr("a").to_string()),
-            ("CHECKED_PIPE", b.socket("b").display().to_string()),
-        ],
-    );
-    wait_transition(&proxy, &a_endpoint, 1, ("pending", "healthy"), DEADLINE);
-    wait_transition(&proxy, &b_endpoint, 1, ("pending", "healthy"), DEADLINE);
+    let Checked {
+        mut a,
+        b,
+        a_endpoint,
+        b_endpoint: _,
+        proxy,
+        addr,
+    } = start_checked(dir.path());
     let mut a_log = Served::new(&a.access_log("a"));
     let mut b_log = Served::new(&b.access_log("b"));
 
@@ -415,19 +449,14 @@ fn blackholed_endpoint_costs_each_request_at_most_its_per_try_timeouts() {
 #[test]
 fn health_transitions_of_the_unix_socket_endpoint_follow_interval_and_thresholds() {
     let dir = tempdir();
-    let a = tcp_origin(dir.path(), "a");
-    let mut b = unix_origin(dir.path(), "b");
-    let a_endpoint = a.addr("a").to_string();
-    let b_endpoint = pipe_name(&b.socket("b"));
-    let (proxy, addr) = start_proxy(
-        dir.path(),
-        &[
-            ("CHECKED_TCP", a.addr("a").to_string()),
-            ("CHECKED_PIPE", b.socket("b").display().to_string()),
-        ],
-    );
-    wait_transition(&proxy, &a_endpoint, 1, ("pending", "healthy"), DEADLINE);
-    wait_transition(&proxy, &b_endpoint, 1, ("pending", "healthy"), DEADLINE);
+    let Checked {
+        a,
+        mut b,
+        a_endpoint,
+        b_endpoint,
+        proxy,
+        addr,
+    } = start_checked(dir.path());
     let mut a_log = Served::new(&a.access_log("a"));
     let mut b_log = Served::new(&b.access_log("b"));
     // The checker's requests arrive over the Unix socket itself.

@@ -174,6 +174,14 @@ fn acquire(counter: &AtomicU32, limit: u32) -> bool {
 #[must_use = "the slot is held only while the guard lives"]
 pub(crate) struct ConnectionSlot(Arc<Breakers>);
 
+impl ConnectionSlot {
+    #[cfg(test)]
+    pub(crate) fn for_tests(breakers: &Arc<Breakers>) -> Self {
+        breakers.connections.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(breakers))
+    }
+}
+
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::SeqCst);

@@ -35,14 +35,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::EndpointAddress;
 use crate::http::{RequestBody, ResponseBody};
 use crate::stats::{ClusterStats, TlsStats};
 use crate::tls::{ClusterTls, UpstreamTls};
-use crate::upstream::{ConnectError, connect, connect_tls};
+use crate::upstream::{ConnectError, connect, connect_tls, h1};
 
 use breaker::Waited;
 
@@ -107,7 +107,11 @@ pub enum UpstreamError {
     Connect(#[from] ConnectError),
     /// The connection failed or was reset before response headers: 502, flag `UC`.
     #[error("upstream connection failed before response headers: {0}")]
-    Reset(#[source] hyper::Error),
+    Reset(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The client's request body failed while it was being sent (the client went away or
+    /// sent a malformed body): 400, and not the endpoint's fault.
+    #[error("downstream request body failed: {0}")]
+    Downstream(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A circuit breaker is open (too many connections, pending requests or requests):
     /// 503, flag `UO`.
     #[error("upstream overflow: circuit breaker `{0}` is open")]
@@ -483,8 +487,8 @@ impl Cluster {
                 self.stats.upstream_rq_5xx.inc();
                 self.outlier_status(endpoint, outlier::LOCAL_FAILURE_STATUS);
             }
-            // The proxy's own limit, not the endpoint's doing.
-            Err(UpstreamError::Overflow(_)) => {}
+            // The proxy's own limit, or the client's doing: not the endpoint's.
+            Err(UpstreamError::Overflow(_) | UpstreamError::Downstream(_)) => {}
         }
         result
     }
@@ -492,89 +496,82 @@ impl Cluster {
     async fn send_http1(
         &self,
         endpoint: &Endpoint,
-        mut request: Request<RequestBody>,
+        request: Request<RequestBody>,
         in_flight: InFlight,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
+        let (parts, mut body) = request.into_parts();
         loop {
-            let (mut sender, reused) = self.http1_sender(endpoint).await?;
-            if reused {
-                // The previous exchange may still be settling on the connection task.
-                if sender.ready().await.is_err() {
-                    continue;
-                }
+            let conn = self.http1_connection(endpoint).await?;
+            if !conn.is_fresh() {
                 self.stats.upstream_cx_reuse.inc();
             }
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    // After a 101 the connection belongs to the tunnel, not the pool.
-                    let returner = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS)
-                        .then(|| endpoint.pool().returner(sender));
-                    return Ok(
-                        response.map(|body| ResponseBody::upstream(body, returner, in_flight))
-                    );
+            let exchanged = match h1::send(conn, &parts, &mut body).await {
+                Ok(exchanged) => exchanged,
+                // The origin had closed an idle connection and saw nothing of the request:
+                // it goes out again, on another connection, unchanged.
+                Err(h1::SendError::Stale(error)) => {
+                    tracing::debug!(cluster = self.name, %error, "pooled connection was closed; sending again");
+                    continue;
                 }
-                Err(mut error) => match error.take_message() {
-                    // A pooled connection the origin closed while it sat idle hands the
-                    // request back unsent; that is safe to retry on another connection,
-                    // whatever the method, because not one byte of it left the proxy.
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(UpstreamError::Reset(error.into_error())),
-                },
+                Err(error) => {
+                    return Err(match error.into_error() {
+                        h1::Error::RequestBody(error) => UpstreamError::Downstream(error),
+                        error => UpstreamError::Reset(Box::new(error)),
+                    });
+                }
+            };
+            if exchanged.head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                // The connection now belongs to the tunnel, not the pool.
+                let mut response = Response::from_parts(exchanged.head, ResponseBody::empty());
+                response
+                    .extensions_mut()
+                    .insert(h1::UpstreamUpgrade::new(exchanged.conn));
+                return Ok(response);
             }
+            let (head, stream) = h1::ResponseStream::new(exchanged, endpoint.pool().clone());
+            return Ok(Response::from_parts(
+                head,
+                ResponseBody::http1(stream, in_flight),
+            ));
         }
     }
 
-    /// A connection to `endpoint`: an idle pooled one (`true`), else a new one (`false`),
-    /// waiting as a pending request while `max_connections` is reached.
+    /// A connection to `endpoint`: an idle pooled one, else a new one, waiting as a
+    /// pending request while `max_connections` is reached.
     ///
     /// Only the pooled case is inline: dialling and waiting are boxed. Every request's
     /// future is as large as the largest path through it, and each caller up to hyper
     /// stores (and moves) it whole; the dial path (TCP or TLS connect, handshake) is
     /// kilobytes that a request on a pooled connection would otherwise carry and copy.
-    async fn http1_sender(
+    async fn http1_connection(
         &self,
         endpoint: &Endpoint,
-    ) -> Result<(http1::SendRequest<RequestBody>, bool), UpstreamError> {
+    ) -> Result<Box<h1::Connection>, UpstreamError> {
         match endpoint.pool().checkout() {
-            Some(sender) => Ok((sender, true)),
-            None => Box::pin(self.new_http1_sender(endpoint)).await,
+            Some(conn) => Ok(conn),
+            None => Box::pin(self.new_http1_connection(endpoint)).await,
         }
     }
 
-    /// [`Self::http1_sender`] when the pool had nothing: wait for a slot (or a
+    /// [`Self::http1_connection`] when the pool had nothing: wait for a slot (or a
     /// connection coming back) under `max_connections`, then dial.
-    async fn new_http1_sender(
+    async fn new_http1_connection(
         &self,
         endpoint: &Endpoint,
-    ) -> Result<(http1::SendRequest<RequestBody>, bool), UpstreamError> {
+    ) -> Result<Box<h1::Connection>, UpstreamError> {
         let slot = match self.connection_slot() {
             Some(slot) => slot,
             None => {
                 // Any worker's idle connection will do rather than wait for a slot.
                 let checkout = || endpoint.pool().checkout_any();
                 match self.wait_for_connection(endpoint, checkout).await? {
-                    Waited::Reuse(sender) => return Ok((sender, true)),
+                    Waited::Reuse(conn) => return Ok(conn),
                     Waited::Slot(slot) => slot,
                 }
             }
         };
-        Ok((self.connect_http1(endpoint, slot).await?, false))
-    }
-
-    async fn connect_http1(
-        &self,
-        endpoint: &Endpoint,
-        slot: ConnectionSlot,
-    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
         let stream = self.dial(endpoint).await?;
-        let (sender, connection) = http1::Builder::new()
-            // One buffer, one `write` per request head (see the server side).
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(handshake_failed(endpoint))?;
-        self.spawn_connection(connection.with_upgrades(), slot);
-        Ok(sender)
+        Ok(h1::Connection::new(stream, self.open_connection(slot)))
     }
 
     async fn send_http2(
@@ -595,14 +592,14 @@ impl Cluster {
             };
             let error = match sender.try_send_request(request).await {
                 Ok(response) => {
-                    return Ok(response.map(|body| ResponseBody::upstream(body, None, in_flight)));
+                    return Ok(response.map(|body| ResponseBody::upstream(body, in_flight)));
                 }
                 Err(error) => error,
             };
             // Whatever went wrong, this connection is not to be used again.
             endpoint.discard_http2_sender(generation);
             if attempt >= HTTP2_ATTEMPTS {
-                return Err(UpstreamError::Reset(error.into_error()));
+                return Err(UpstreamError::Reset(Box::new(error.into_error())));
             }
             attempt += 1;
             // The connection was closing (GOAWAY, max requests reached) and handed the
@@ -619,7 +616,7 @@ impl Cluster {
                     replay = Some(head);
                     retry
                 }
-                (None, _) => return Err(UpstreamError::Reset(error.into_error())),
+                (None, _) => return Err(UpstreamError::Reset(Box::new(error.into_error()))),
             };
         }
     }
@@ -679,22 +676,50 @@ impl Cluster {
         }
     }
 
-    /// Drives an upstream connection on its own task until either side closes it. The
-    /// task holds the connection's `max_connections` slot and frees it at the end.
+    /// Counts a connection as open until the returned guard drops; the guard also holds
+    /// the connection's `max_connections` slot.
+    fn open_connection(&self, slot: ConnectionSlot) -> OpenConnection {
+        self.stats.upstream_cx_active.inc();
+        OpenConnection {
+            stats: Arc::clone(&self.stats),
+            _slot: slot,
+        }
+    }
+
+    /// A connection slot taken regardless of limits, for tests that drive connections
+    /// without a cluster's send path.
+    #[cfg(test)]
+    pub(crate) fn open_connection_for_tests(&self) -> OpenConnection {
+        self.open_connection(breaker::ConnectionSlot::for_tests(&self.breakers))
+    }
+
+    /// Drives an upstream HTTP/2 connection on its own task until either side closes it.
     fn spawn_connection<C>(&self, connection: C, slot: ConnectionSlot)
     where
         C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
     {
-        let stats = Arc::clone(&self.stats);
+        let open = self.open_connection(slot);
         let cluster = self.name;
-        stats.upstream_cx_active.inc();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(cluster, %error, "upstream connection closed with error");
             }
-            stats.upstream_cx_active.dec();
-            stats.upstream_cx_destroy.inc();
-            drop(slot);
+            drop(open);
         });
+    }
+}
+
+/// An open upstream connection, as the cluster counts it: `upstream_cx_active` while it
+/// lives, `upstream_cx_destroy` when it goes, and its `max_connections` slot meanwhile.
+#[derive(Debug)]
+pub(crate) struct OpenConnection {
+    stats: Arc<ClusterStats>,
+    _slot: ConnectionSlot,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.stats.upstream_cx_active.dec();
+        self.stats.upstream_cx_destroy.inc();
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::cluster::InFlight;
 use crate::filter::{BodyProgress, Flow, HttpFilter};
-use crate::upstream::PoolReturn;
+use crate::upstream::h1;
 
 /// Why a request body stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +366,7 @@ impl fmt::Debug for ResponseBody {
             Kind::Full(_) => "full",
             Kind::Filtered(_) => "filtered",
             Kind::Upstream { .. } => "upstream",
+            Kind::Http1 { .. } => "http1",
         };
         f.debug_struct("ResponseBody").field("kind", &kind).finish()
     }
@@ -376,16 +377,30 @@ enum Kind {
     Full(Option<Bytes>),
     /// Runs a filter chain's response-body hooks (one allocation per request, only on
     /// routes with filters: the chain's per-request state travels with the body).
-    Filtered(Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>),
-    /// A body from upstream. `on_end` (an HTTP/1.1 connection) goes back to its pool
-    /// when the body ends; `in_flight` (the request's circuit-breaker slot and its
-    /// endpoint's least-request count) is released when the body ends, fails or is
-    /// dropped, after the connection is back so a pending request woken by it finds it.
+    Filtered(Pin<Box<dyn Body<Data = Bytes, Error = ResponseBodyError> + Send>>),
+    /// A body from an HTTP/2 upstream. `in_flight` (the request's circuit-breaker slot
+    /// and its endpoint's least-request count) is released when the body ends, fails or
+    /// is dropped.
     Upstream {
         body: Incoming,
-        on_end: Option<PoolReturn>,
         in_flight: Option<InFlight>,
     },
+    /// A body read off an HTTP/1.1 upstream connection, which goes back to its pool when
+    /// the body ends; `in_flight` is released then, after the connection is back so a
+    /// pending request woken by it finds it.
+    Http1 {
+        stream: h1::ResponseStream,
+        in_flight: Option<InFlight>,
+    },
+}
+
+/// Why a response body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    #[error("upstream response body: {0}")]
+    Http2(#[from] hyper::Error),
+    #[error("upstream response body: {0}")]
+    Http1(#[from] h1::Error),
 }
 
 impl ResponseBody {
@@ -416,82 +431,58 @@ impl ResponseBody {
 
     /// `inner` with a filter chain's response-body hooks applied.
     pub(crate) fn filtered(
-        body: impl Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+        body: impl Body<Data = Bytes, Error = ResponseBodyError> + Send + 'static,
     ) -> Self {
         Self {
             kind: Kind::Filtered(Box::pin(body)),
         }
     }
 
-    /// Streams `body` from upstream. `on_end` (an HTTP/1.1 connection) goes back to its
-    /// pool as soon as the body is complete, and `in_flight` is released then (or when
-    /// the body fails or is dropped): both immediately if the body is already empty.
-    pub(crate) fn upstream(
-        body: Incoming,
-        on_end: Option<PoolReturn>,
-        in_flight: InFlight,
-    ) -> Self {
-        if body.is_end_stream() {
-            if let Some(conn) = on_end {
-                conn.release();
-            }
-            drop(in_flight);
-            return Self {
-                kind: Kind::Upstream {
-                    body,
-                    on_end: None,
-                    in_flight: None,
-                },
-            };
-        }
+    /// Streams `body` from an HTTP/2 upstream; `in_flight` is released when it ends (at
+    /// once if it is already empty).
+    pub(crate) fn upstream(body: Incoming, in_flight: InFlight) -> Self {
+        let in_flight = (!body.is_end_stream()).then_some(in_flight);
         Self {
-            kind: Kind::Upstream {
-                body,
-                on_end,
-                in_flight: Some(in_flight),
-            },
+            kind: Kind::Upstream { body, in_flight },
+        }
+    }
+
+    /// Streams a body off an HTTP/1.1 upstream connection; `in_flight` is released when
+    /// it ends (at once if it already has).
+    pub(crate) fn http1(stream: h1::ResponseStream, in_flight: InFlight) -> Self {
+        let in_flight = (!stream.is_end_stream()).then_some(in_flight);
+        Self {
+            kind: Kind::Http1 { stream, in_flight },
         }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         match &mut self.kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Filtered(body) => body.as_mut().poll_frame(cx),
-            Kind::Upstream {
-                body,
-                on_end,
-                in_flight,
-            } => {
+            Kind::Upstream { body, in_flight } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-                match &frame {
-                    None => {
-                        if let Some(conn) = on_end.take() {
-                            conn.release();
-                        }
-                        drop(in_flight.take());
-                    }
-                    Some(Ok(_)) if body.is_end_stream() => {
-                        if let Some(conn) = on_end.take() {
-                            conn.release();
-                        }
-                        drop(in_flight.take());
-                    }
-                    Some(Err(_)) => {
-                        drop(on_end.take());
-                        drop(in_flight.take());
-                    }
-                    Some(Ok(_)) => {}
+                if !matches!(frame, Some(Ok(_))) || body.is_end_stream() {
+                    drop(in_flight.take());
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|frame| frame.map_err(ResponseBodyError::from)))
+            }
+            Kind::Http1 { stream, in_flight } => {
+                let frame = ready!(stream.poll_frame(cx));
+                // The stream has put its connection back (or closed it) by now.
+                if stream.is_end_stream() {
+                    drop(in_flight.take());
+                }
+                Poll::Ready(frame.map(|frame| frame.map_err(ResponseBodyError::from)))
             }
         }
     }
@@ -502,6 +493,7 @@ impl Body for ResponseBody {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Filtered(body) => body.is_end_stream(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Http1 { stream, .. } => stream.is_end_stream(),
         }
     }
 
@@ -511,6 +503,7 @@ impl Body for ResponseBody {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Filtered(body) => body.size_hint(),
             Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Http1 { stream, .. } => stream.size_hint(),
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::route::{
     DirectResponse, Mirror, Redirect, RetryPolicy, Route, RouteAction, RoutePolicy, request_host,
 };
 use crate::stats::{GaugeGuard, ListenerStats};
+use crate::upstream::h1::UpstreamUpgrade;
 
 /// What the proxy knows about the downstream connection a request arrived on. Built
 /// once per connection by the accept loop.
@@ -518,6 +519,10 @@ impl Upstream<'_> {
                 tracing::debug!(route, cluster, %error, "upstream reset");
                 Outcome::reply(LocalReply::UpstreamReset, stats)
             }
+            Attempt::Failed(UpstreamError::Downstream(error)) => {
+                tracing::debug!(route, cluster, %error, "request body failed");
+                Outcome::local(invalid_body(), "")
+            }
             Attempt::Failed(UpstreamError::Overflow(breaker)) => {
                 tracing::debug!(route, cluster, breaker, "upstream overflow");
                 Outcome::reply(LocalReply::UpstreamOverflow, stats)
@@ -658,7 +663,10 @@ impl Upgrade {
     /// `Upgrade`, and splice the two connections once both sides have switched. From
     /// there bytes are copied both ways (half-close respected) until either side closes.
     fn tunnel(self, response: &mut Response<ResponseBody>, stats: &Arc<ListenerStats>) {
-        let upstream = response.extensions_mut().remove::<OnUpgrade>();
+        let upstream = response
+            .extensions_mut()
+            .remove::<UpstreamUpgrade>()
+            .and_then(|upgrade| upgrade.take());
         let protocol = response
             .headers()
             .get(header::UPGRADE)
@@ -673,8 +681,8 @@ impl Upgrade {
         };
         let stats = Arc::clone(stats);
         tokio::spawn(async move {
-            let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
-                Ok(pair) => pair,
+            let downstream = match downstream.await {
+                Ok(downstream) => downstream,
                 Err(error) => {
                     tracing::debug!(%error, "upgrade did not complete");
                     return;
@@ -683,7 +691,7 @@ impl Upgrade {
             stats.downstream_cx_upgrades_total.inc();
             let _active = GaugeGuard::new(&stats.downstream_cx_upgrades_active);
             let mut downstream = TokioIo::new(downstream);
-            let mut upstream = TokioIo::new(upstream);
+            let mut upstream = upstream;
             if let Err(error) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
             {
                 tracing::debug!(%error, "upgraded connection closed with error");

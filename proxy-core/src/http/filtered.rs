@@ -8,8 +8,8 @@ use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 
-use super::ResponseBody;
 use super::body::BodyOutcome;
+use super::{ResponseBody, ResponseBodyError};
 use crate::cluster::Endpoint;
 use crate::filter::{HttpFilter, RequestInfo, Summary};
 
@@ -112,12 +112,12 @@ impl<C: HttpFilter> FilteredBody<C> {
 
 impl<C: HttpFilter> Body for FilteredBody<C> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         // All fields are Unpin (`C::State` is boxed with us), so this is plain access.
         let this = &mut *self;
         if this.ended {

@@ -88,7 +88,18 @@ pub(crate) fn prepare_response(response: &mut Response<ResponseBody>) {
 /// Drops the fields that describe one connection rather than the message: those named
 /// in `Connection`, and the fixed set RFC 9110 §7.6.1 lists.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
+    // One pass over the names first: most messages carry none of these fields (or only
+    // `Connection`), and every `remove` hashes its name and probes the map.
+    let mut connection = false;
+    let mut fixed = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if is_fixed_hop_by_hop(name) {
+            fixed = true;
+        }
+    }
+    if connection {
         if names_other_fields(headers) {
             let named: Vec<HeaderName> = headers
                 .get_all(header::CONNECTION)
@@ -103,11 +114,26 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(header::CONNECTION);
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
-    headers.remove(header::TE);
+    if fixed {
+        for name in [
+            KEEP_ALIVE,
+            PROXY_CONNECTION,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+            header::TE,
+        ] {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The hop-by-hop fields RFC 9110 §7.6.1 lists besides `Connection`.
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Whether `Connection` names a field other than `keep-alive` and `close`. Nearly every

@@ -155,7 +155,7 @@ impl Attempt {
             Attempt::Failed(UpstreamError::Reset(_)) | Attempt::PerTryTimeout => {
                 policy.retries_reset()
             }
-            Attempt::Failed(UpstreamError::Overflow(_)) => false,
+            Attempt::Failed(UpstreamError::Overflow(_) | UpstreamError::Downstream(_)) => false,
         }
     }
 }

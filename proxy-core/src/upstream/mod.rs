@@ -2,8 +2,9 @@
 //! HTTP connections alive for reuse.
 
 mod connect;
+pub(crate) mod h1;
 mod pool;
 
 pub use connect::ConnectError;
 pub(crate) use connect::{connect, connect_tls};
-pub(crate) use pool::{Pool, PoolReturn};
+pub(crate) use pool::Pool;

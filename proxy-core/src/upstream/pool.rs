@@ -1,9 +1,8 @@
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1;
-
-use crate::http::RequestBody;
+use super::h1::Connection;
 use crate::server::{current_worker, worker_count};
 
 /// Idle HTTP/1.1 connections to one endpoint, most recently used first out.
@@ -17,6 +16,11 @@ use crate::server::{current_worker, worker_count};
 /// mutex is never contended and a request never wakes another thread. `max_idle` holds
 /// per shard (per worker, as Envoy's per-worker pools). Only a request waiting under
 /// `max_connections` looks into other workers' shards ([`Pool::checkout_any`]).
+///
+/// No task watches an idle connection. Each is parked with its shard's waker
+/// ([`Connection::park`]): when an origin closes one, the runtime's I/O driver wakes the
+/// shard, which drops the closed ones there and then, as hyper's per-connection task
+/// would have noticed the close.
 #[derive(Debug, Clone)]
 pub(crate) struct Pool {
     shared: Arc<Shared>,
@@ -31,33 +35,63 @@ struct Shared {
 
 /// One worker's idle connections, on a cache line of its own so workers do not
 /// invalidate each other's.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(align(64))]
-struct Shard(Mutex<Vec<Idle>>);
+struct Shard {
+    idle: Mutex<Vec<Idle>>,
+    /// Wakes this shard's [`Reaper`]; cloned (a reference count) into every parking.
+    reaper: Waker,
+}
+
+/// Drops a shard's closed idle connections when one of them turns readable.
+#[derive(Debug)]
+struct Reaper {
+    shared: Weak<Shared>,
+    shard: usize,
+}
+
+impl Wake for Reaper {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        if let Some(shard) = shared.shards.get(self.shard) {
+            shard.reap();
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Box<Connection>,
     since: Instant,
 }
 
 impl Pool {
     pub(crate) fn new(max_idle: usize, idle_timeout: Duration) -> Self {
-        let shards = (0..worker_count().max(1))
-            .map(|_| Shard::default())
-            .collect();
-        Self {
-            shared: Arc::new(Shared {
-                shards,
-                max_idle,
-                idle_timeout,
-            }),
-        }
+        let shared = Arc::new_cyclic(|shared: &Weak<Shared>| Shared {
+            shards: (0..worker_count().max(1))
+                .map(|shard| Shard {
+                    idle: Mutex::default(),
+                    reaper: Waker::from(Arc::new(Reaper {
+                        shared: shared.clone(),
+                        shard,
+                    })),
+                })
+                .collect(),
+            max_idle,
+            idle_timeout,
+        });
+        Self { shared }
     }
 
     /// The most recently returned live connection of this worker's shard, if any.
     /// Expired or closed ones met on the way are dropped, which closes them.
-    pub(crate) fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+    pub(crate) fn checkout(&self) -> Option<Box<Connection>> {
         self.shared
             .local()
             .take(Instant::now(), self.shared.idle_timeout)
@@ -66,7 +100,7 @@ impl Pool {
     /// [`Self::checkout`], else a connection from another worker's shard: for a request
     /// waiting under `max_connections`, which must not wait on a connection idling
     /// elsewhere. The connection keeps running on the worker that dialled it.
-    pub(crate) fn checkout_any(&self) -> Option<http1::SendRequest<RequestBody>> {
+    pub(crate) fn checkout_any(&self) -> Option<Box<Connection>> {
         let now = Instant::now();
         let timeout = self.shared.idle_timeout;
         self.checkout().or_else(|| {
@@ -83,8 +117,8 @@ impl Pool {
         let now = Instant::now();
         let timeout = self.shared.idle_timeout;
         for shard in &self.shared.shards {
-            shard.lock().retain(|conn| {
-                !conn.sender.is_closed() && now.duration_since(conn.since) < timeout
+            shard.lock().retain(|idle| {
+                now.duration_since(idle.since) < timeout && idle.conn.park(&shard.reaper)
             });
         }
     }
@@ -107,23 +141,17 @@ impl Pool {
             .sum()
     }
 
-    /// A handle that puts `sender` back when the response it carried has ended.
-    pub(crate) fn returner(&self, sender: http1::SendRequest<RequestBody>) -> PoolReturn {
-        PoolReturn {
-            sender,
-            pool: self.clone(),
-        }
-    }
-
-    /// Puts `sender` in the shard of the worker returning it: the one that took it out.
-    fn put(&self, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    /// Puts `conn` in the shard of the worker returning it: the one that took it out.
+    /// Dropped instead (which closes it) when the shard is full.
+    pub(crate) fn put(&self, conn: Box<Connection>) {
+        let shard = self.shared.local();
+        if !conn.park(&shard.reaper) {
             return;
         }
-        let mut idle = self.shared.local().lock();
+        let mut idle = shard.lock();
         if idle.len() < self.shared.max_idle {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -145,19 +173,25 @@ impl Shard {
     fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
         // A panic while holding this lock cannot leave the Vec inconsistent (every
         // operation is a single push/pop/retain), so a poisoned lock is still usable.
-        self.0
+        self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn take(&self, now: Instant, timeout: Duration) -> Option<http1::SendRequest<RequestBody>> {
+    fn take(&self, now: Instant, timeout: Duration) -> Option<Box<Connection>> {
         let mut idle = self.lock();
         while let Some(conn) = idle.pop() {
-            if !conn.sender.is_closed() && now.duration_since(conn.since) < timeout {
-                return Some(conn.sender);
+            if !conn.conn.is_closed() && now.duration_since(conn.since) < timeout {
+                return Some(conn.conn);
             }
         }
         None
+    }
+
+    /// Drops the connections an origin closed (or that turned readable otherwise) and
+    /// re-parks the rest.
+    fn reap(&self) {
+        self.lock().retain(|idle| idle.conn.park(&self.reaper));
     }
 
     fn evict_oldest(&self) -> bool {
@@ -170,21 +204,5 @@ impl Shard {
         drop(idle);
         drop(oldest);
         true
-    }
-}
-
-/// Returns a connection to its pool. Held by the response body and released when the
-/// body reaches its end; dropping it earlier (client went away mid-body) closes the
-/// connection instead, because an HTTP/1.1 connection with an unread response cannot
-/// carry another request.
-#[derive(Debug)]
-pub(crate) struct PoolReturn {
-    sender: http1::SendRequest<RequestBody>,
-    pool: Pool,
-}
-
-impl PoolReturn {
-    pub(crate) fn release(self) {
-        self.pool.put(self.sender);
     }
 }

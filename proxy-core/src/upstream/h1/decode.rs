@@ -1,0 +1,542 @@
+//! Reading responses: the head (RFC 9112 §4–5), how its body is delimited (§6.3), and
+//! the body decoders (§7.1).
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version, response};
+use http_body::Frame;
+
+use super::{Error, MAX_HEAD_BYTES, MAX_HEADERS};
+
+/// The longest chunk-size line accepted (size, extensions, CRLF). Extensions are
+/// ignored, so a long line only costs buffer; 4 KiB is far past any real one.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Trailer fields accepted at the end of a chunked body.
+const MAX_TRAILERS: usize = 32;
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(super) struct Head {
+    pub(super) parts: response::Parts,
+    pub(super) framing: Framing,
+    /// Whether the connection may carry another request after this response's body.
+    pub(super) keep_alive: bool,
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body: a response to HEAD, a 1xx, 204 or 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Everything until the origin closes the connection.
+    UntilClose,
+}
+
+/// Parses the response head at the start of `buf`, removing it from `buf`.
+/// `Ok(None)`: the head is not complete yet.
+pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
+    // Where each field's name and value lie within the head, so the values can share
+    // the head's buffer instead of being copied.
+    let mut spans = [[0u32; 4]; MAX_HEADERS];
+    let (len, status, version, count) = {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut fields);
+        let len = match response.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                return Err(Error::HeadTooLarge);
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(error) => return Err(Error::Parse(error)),
+        };
+        if len > MAX_HEAD_BYTES {
+            return Err(Error::HeadTooLarge);
+        }
+        let base = buf.as_ptr() as usize;
+        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+            // Both slices point into `buf` (httparse borrows, never copies), so the
+            // differences are offsets below `len`, which is at most MAX_HEAD_BYTES.
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            *span = [
+                name as u32,
+                field.name.len() as u32,
+                value as u32,
+                field.value.len() as u32,
+            ];
+        }
+        let status = response.code.unwrap_or_default();
+        let version = match response.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        (len, status, version, response.headers.len())
+    };
+    let status = StatusCode::from_u16(status).map_err(|_| Error::InvalidHeader("status"))?;
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &[name, name_len, value, value_len] in &spans[..count] {
+        let name = &head[name as usize..(name + name_len) as usize];
+        let name = HeaderName::from_bytes(name).map_err(|_| Error::InvalidHeader("name"))?;
+        let value = head.slice(value as usize..(value + value_len) as usize);
+        let value =
+            HeaderValue::from_maybe_shared(value).map_err(|_| Error::InvalidHeader("value"))?;
+        headers.append(name, value);
+    }
+
+    let (framing, mut keep_alive) = framing(method, status, version, &mut headers)?;
+    keep_alive &= match version {
+        Version::HTTP_10 => has_token(&headers, header::CONNECTION, b"keep-alive"),
+        _ => !has_token(&headers, header::CONNECTION, b"close"),
+    };
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(Head {
+        parts,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// RFC 9112 §6.3, for a response: how the body is delimited, and whether the framing
+/// still lets the connection be reused.
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    version: Version,
+    headers: &mut HeaderMap,
+) -> Result<(Framing, bool), Error> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, true));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Transfer-Encoding overrides Content-Length, which must not travel on: the
+        // response goes downstream re-framed. Both at once is a smuggling pattern, so
+        // the connection is not trusted with another request (§6.3 item 3).
+        let both = headers.remove(header::CONTENT_LENGTH).is_some();
+        // HTTP/1.0 has no transfer codings: its framing is faulty whatever it says
+        // (§6.1), so the body runs to the close.
+        if version == Version::HTTP_10 {
+            return Ok((Framing::UntilClose, false));
+        }
+        return Ok(match final_coding_is_chunked(headers)? {
+            true => (Framing::Chunked, !both),
+            false => (Framing::UntilClose, false),
+        });
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        let length = content_length(headers)?;
+        return Ok((Framing::Length(length), true));
+    }
+    Ok((Framing::UntilClose, false))
+}
+
+/// Whether `chunked` is the last transfer coding, and applied only once.
+fn final_coding_is_chunked(headers: &HeaderMap) -> Result<bool, Error> {
+    let mut chunked = false;
+    let mut last_is_chunked = false;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        for coding in value.as_bytes().split(|&b| b == b',') {
+            let coding = coding.trim_ascii();
+            if coding.is_empty() {
+                continue;
+            }
+            last_is_chunked = coding.eq_ignore_ascii_case(b"chunked");
+            if last_is_chunked {
+                if chunked {
+                    return Err(Error::InvalidHeader("transfer-encoding: chunked twice"));
+                }
+                chunked = true;
+            }
+        }
+    }
+    Ok(last_is_chunked)
+}
+
+/// The one length every `Content-Length` value agrees on (repeats of the same number
+/// are allowed, RFC 9110 §8.6); anything else is an invalid response.
+fn content_length(headers: &HeaderMap) -> Result<u64, Error> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                return Err(Error::InvalidContentLength);
+            }
+            let parsed = item
+                .iter()
+                .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
+            if length.is_some_and(|seen| seen != parsed) {
+                return Err(Error::InvalidContentLength);
+            }
+            length = Some(parsed);
+        }
+    }
+    length.ok_or(Error::InvalidContentLength)
+}
+
+pub(super) fn has_token(headers: &HeaderMap, name: HeaderName, token: &[u8]) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
+/// Decodes a response body out of the connection's read buffer.
+#[derive(Debug)]
+pub(super) enum Decoder {
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+/// Where a chunked body decoder is.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// After a chunk's data, at its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer fields, then the final CRLF.
+    Trailers,
+}
+
+/// One step of a decoder.
+#[derive(Debug)]
+pub(super) enum Decoded {
+    Frame(Frame<Bytes>),
+    /// More bytes are needed.
+    More,
+    /// The body ended.
+    End,
+}
+
+impl Decoder {
+    pub(super) fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty | Framing::Length(0) => Decoder::Done,
+            Framing::Length(length) => Decoder::Length(length),
+            Framing::Chunked => Decoder::Chunked(Chunk::Size),
+            Framing::UntilClose => Decoder::UntilClose,
+        }
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        matches!(self, Decoder::Done)
+    }
+
+    /// Bytes of buffer room worth having for the next read: the rest of a known-length
+    /// body up to 64 KiB, or 8 KiB.
+    pub(super) fn read_hint(&self) -> usize {
+        match self {
+            Decoder::Length(left) => (*left).clamp(1, 64 * 1024) as usize,
+            Decoder::Chunked(Chunk::Data(left)) => (*left).clamp(1024, 64 * 1024) as usize,
+            _ => 8 * 1024,
+        }
+    }
+
+    /// The next frame from `buf`, taking its bytes out of it.
+    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
+        loop {
+            match self {
+                Decoder::Done => return Ok(Decoded::End),
+                Decoder::Length(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let take = (*left).min(buf.len() as u64) as usize;
+                    *left -= take as u64;
+                    if *left == 0 {
+                        *self = Decoder::Done;
+                    }
+                    return Ok(Decoded::Frame(Frame::data(buf.split_to(take).freeze())));
+                }
+                Decoder::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    return Ok(Decoded::Frame(Frame::data(buf.split().freeze())));
+                }
+                Decoder::Chunked(chunk) => match chunk {
+                    Chunk::Size => match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete((consumed, size))) => {
+                            let _ = buf.split_to(consumed);
+                            *chunk = if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            };
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                            return Err(Error::Chunked("chunk-size line too long"));
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(Decoded::More),
+                        Err(_) => return Err(Error::Chunked("invalid chunk size")),
+                    },
+                    Chunk::Data(left) => {
+                        if buf.is_empty() {
+                            return Ok(Decoded::More);
+                        }
+                        let take = (*left).min(buf.len() as u64) as usize;
+                        *left -= take as u64;
+                        if *left == 0 {
+                            *chunk = Chunk::DataEnd;
+                        }
+                        return Ok(Decoded::Frame(Frame::data(buf.split_to(take).freeze())));
+                    }
+                    Chunk::DataEnd => {
+                        if buf.len() < 2 {
+                            return Ok(Decoded::More);
+                        }
+                        if &buf[..2] != b"\r\n" {
+                            return Err(Error::Chunked("chunk data not followed by CRLF"));
+                        }
+                        let _ = buf.split_to(2);
+                        *chunk = Chunk::Size;
+                    }
+                    Chunk::Trailers => {
+                        let Some(trailers) = parse_trailers(buf)? else {
+                            return Ok(Decoded::More);
+                        };
+                        *self = Decoder::Done;
+                        if !trailers.is_empty() {
+                            return Ok(Decoded::Frame(Frame::trailers(trailers)));
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// The trailer section ending a chunked body (possibly empty), taken out of `buf`;
+/// `None` until it is complete.
+fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+    let (consumed, trailers) = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((consumed, fields))) => {
+            let mut trailers = HeaderMap::with_capacity(fields.len());
+            for field in fields.iter() {
+                let name = HeaderName::from_bytes(field.name.as_bytes())
+                    .map_err(|_| Error::Chunked("invalid trailer name"))?;
+                let value = HeaderValue::from_bytes(field.value)
+                    .map_err(|_| Error::Chunked("invalid trailer value"))?;
+                trailers.append(name, value);
+            }
+            (consumed, trailers)
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(Error::Chunked("trailers too large"));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Error::Chunked("malformed trailers")),
+    };
+    let _ = buf.split_to(consumed);
+    Ok(Some(trailers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, method: Method) -> Result<Option<Head>, Error> {
+        parse_head(&mut BytesMut::from(raw), &method)
+    }
+
+    fn framing_of(raw: &str) -> (Framing, bool) {
+        let head = head(raw, Method::GET).unwrap().unwrap();
+        (head.framing, head.keep_alive)
+    }
+
+    /// Runs `raw` through a decoder of `framing`, fed one byte at a time, so every
+    /// state boundary is crossed with a partial buffer.
+    fn decode_bytewise(
+        framing: Framing,
+        raw: &[u8],
+    ) -> Result<(Vec<u8>, Option<HeaderMap>), Error> {
+        let mut decoder = Decoder::new(framing);
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut trailers = None;
+        let mut input = raw.iter();
+        loop {
+            match decoder.decode(&mut buf)? {
+                Decoded::Frame(frame) => match frame.into_data() {
+                    Ok(data) => body.extend_from_slice(&data),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+                Decoded::End => return Ok((body, trailers)),
+                Decoded::More => match input.next() {
+                    Some(&byte) => buf.extend_from_slice(&[byte]),
+                    None => return Err(Error::Closed),
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn head_is_parsed_and_split_off() {
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi");
+        let head = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(head.parts.status, 200);
+        assert_eq!(head.parts.headers["x-a"], "b");
+        assert_eq!(head.framing, Framing::Length(2));
+        assert!(head.keep_alive);
+        assert_eq!(&buf[..], b"hi");
+    }
+
+    #[test]
+    fn partial_heads_wait_and_oversized_ones_fail() {
+        assert!(
+            head("HTTP/1.1 200 OK\r\nContent-Le", Method::GET)
+                .unwrap()
+                .is_none()
+        );
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES));
+        assert!(matches!(head(&huge, Method::GET), Err(Error::HeadTooLarge)));
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let many = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert!(matches!(head(&many, Method::GET), Err(Error::Parse(_))));
+    }
+
+    #[test]
+    fn malformed_fields_are_rejected() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX: a\0b\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+        ] {
+            assert!(head(raw, Method::GET).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        use Framing::*;
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                (Length(5), true),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+                (Length(5), true),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                (Chunked, true),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, CHUNKED\r\n\r\n",
+                (Chunked, true),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                (Chunked, false),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n",
+                (UntilClose, false),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+                (UntilClose, false),
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                (UntilClose, false),
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", (UntilClose, false)),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                (Empty, true),
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+                (Empty, true),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+                (Length(5), false),
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n",
+                (Length(5), false),
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: Keep-Alive\r\n\r\n",
+                (Length(5), true),
+            ),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(framing_of(raw), expected, "{raw:?}");
+        }
+        let head = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD);
+        assert_eq!(head.unwrap().unwrap().framing, Framing::Empty);
+    }
+
+    #[test]
+    fn conflicting_lengths_and_doubled_chunked_are_errors() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(head(raw, Method::GET).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let raw = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 1\r\n\r\n";
+        let (body, trailers) = decode_bytewise(Framing::Chunked, raw).unwrap();
+        assert_eq!(body, b"hello world");
+        assert_eq!(trailers.unwrap()["x-sum"], "1");
+        let (body, trailers) = decode_bytewise(Framing::Chunked, b"3\r\nabc\r\n0\r\n\r\n").unwrap();
+        assert_eq!(body, b"abc");
+        assert!(trailers.is_none());
+    }
+
+    #[test]
+    fn bad_chunks_are_errors() {
+        for raw in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"ffffffffffffffffffff\r\n",
+            b"-1\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+        ] {
+            assert!(decode_bytewise(Framing::Chunked, raw).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn length_bodies_stop_at_their_length() {
+        let mut buf = BytesMut::from("helloEXTRA");
+        let mut decoder = Decoder::new(Framing::Length(5));
+        let Decoded::Frame(frame) = decoder.decode(&mut buf).unwrap() else {
+            panic!("expected a frame");
+        };
+        assert_eq!(frame.into_data().unwrap(), "hello");
+        assert!(decoder.is_done());
+        assert_eq!(&buf[..], b"EXTRA");
+    }
+}

@@ -21,6 +21,7 @@ pub use crate::cluster::{
 };
 pub use crate::config::{BindAddress, EndpointAddress, Inputs};
 pub use crate::filter::HttpFilter;
+pub use crate::http::IncomingBody;
 pub use crate::http::{Downstream, ResponseBody, exchange};
 pub use crate::listener::ListenerConfig;
 pub use crate::route::{
@@ -28,7 +29,6 @@ pub use crate::route::{
     Router, Targets, host_has_prefix, host_has_suffix, host_is, request_host,
 };
 pub use ::http::{Request, Response};
-pub use ::hyper::body::Incoming;
 
 pub use crate::tcp::{IpNet, Ipv4Net, Ipv6Net, NetworkFilter, TcpProxy, TcpProxyOptions};
 pub use crate::tls::{CertificateSpec, ServerTlsSpec, TlsVersion, UpstreamTlsSpec};

@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::config::Inputs;
-use crate::server::{Server, ServerSettings, Workers};
+use crate::server::{Http1Codec, Server, ServerSettings, Workers};
 use crate::topology::Topology;
 
 /// Exit code for a bad runtime input (environment variable), as for a usage error.
@@ -50,6 +50,11 @@ struct Cli {
     /// are closed regardless (e.g. 10s, 500ms).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+
+    /// Downstream HTTP/1.1 implementation: `native` (this proxy's own) or `hyper` (the
+    /// reference implementation, for comparison).
+    #[arg(long, value_name = "CODEC", value_enum, default_value_t = Http1Codec::default())]
+    http1: Http1Codec,
 }
 
 /// How requests are spread over threads; see the module docs.
@@ -158,6 +163,7 @@ impl<T: Topology> App<T> {
 
         let settings = ServerSettings {
             drain_timeout: cli.drain_timeout,
+            http1: cli.http1,
             ..ServerSettings::default()
         };
         let name = self.name;

@@ -101,3 +101,78 @@ impl AsyncWrite for Stream {
         delegate!(self, s => s.poll_shutdown(cx))
     }
 }
+
+/// Reads from `stream` into `buf`, first making room for at least `want` more bytes.
+/// `Ready(Ok(0))` is end of stream. The buffer's allocation is reused once the bytes
+/// split off it earlier have been dropped.
+pub(crate) fn poll_read_into(
+    stream: &mut Stream,
+    buf: &mut bytes::BytesMut,
+    cx: &mut Context<'_>,
+    want: usize,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf)
+}
+
+/// A stream with bytes already read off it put back in front: what the server read while
+/// telling HTTP/2 from HTTP/1.1, or what a client sent behind an upgrade request.
+#[derive(Debug)]
+pub(crate) struct Rewound {
+    prefix: bytes::BytesMut,
+    stream: Stream,
+}
+
+impl Rewound {
+    pub(crate) fn new(prefix: bytes::BytesMut, stream: Stream) -> Self {
+        Self { prefix, stream }
+    }
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

@@ -664,7 +664,7 @@ struct Filtered {
 impl Pipeline for Filtered {
     async fn handle(
         &'static self,
-        request: Request<hyper::body::Incoming>,
+        request: Request<proxy_core::http::IncomingBody>,
         downstream: &Downstream,
     ) -> Response<proxy_core::http::ResponseBody> {
         let (parts, body) = request.into_parts();

@@ -195,7 +195,7 @@ impl Router for TestPipeline {
 impl Pipeline for TestPipeline {
     async fn handle(
         &'static self,
-        request: Request<Incoming>,
+        request: Request<proxy_core::http::IncomingBody>,
         downstream: &Downstream,
     ) -> Response<ResponseBody> {
         if request.uri().path() == "/whoami" {

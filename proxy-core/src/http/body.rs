@@ -19,12 +19,99 @@ use crate::cluster::InFlight;
 use crate::filter::{BodyProgress, Flow, HttpFilter};
 use crate::upstream::h1;
 
+/// A boxed error from a body's source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body as it arrives from the client: from hyper's codec (HTTP/2, or
+/// HTTP/1.1 with `--http1 hyper`) or from the native HTTP/1.1 codec (`server::h1`).
+pub struct IncomingBody {
+    source: Source,
+}
+
+enum Source {
+    Empty,
+    Hyper(Incoming),
+    Native(crate::server::h1::RequestStream),
+}
+
+impl fmt::Debug for IncomingBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match self.source {
+            Source::Empty => "empty",
+            Source::Hyper(_) => "hyper",
+            Source::Native(_) => "native",
+        };
+        f.debug_struct("IncomingBody")
+            .field("source", &source)
+            .finish()
+    }
+}
+
+impl IncomingBody {
+    /// A body with no bytes.
+    pub fn empty() -> Self {
+        Self {
+            source: Source::Empty,
+        }
+    }
+
+    pub(crate) fn native(stream: crate::server::h1::RequestStream) -> Self {
+        Self {
+            source: Source::Native(stream),
+        }
+    }
+}
+
+impl From<Incoming> for IncomingBody {
+    fn from(body: Incoming) -> Self {
+        Self {
+            source: Source::Hyper(body),
+        }
+    }
+}
+
+impl Body for IncomingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.source {
+            Source::Empty => Poll::Ready(None),
+            Source::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(BoxError::from))),
+            Source::Native(body) => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(BoxError::from))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Empty => true,
+            Source::Hyper(body) => body.is_end_stream(),
+            Source::Native(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Empty => SizeHint::with_exact(0),
+            Source::Hyper(body) => body.size_hint(),
+            Source::Native(body) => body.size_hint(),
+        }
+    }
+}
+
 /// Why a request body stopped before its end.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     /// Reading from the client failed (it went away, or sent a malformed body).
     #[error("downstream request body: {0}")]
-    Downstream(#[source] hyper::Error),
+    Downstream(#[source] BoxError),
     /// A filter answered the request while its body was streaming (e.g. 413).
     #[error("request body rejected by a filter")]
     Rejected,
@@ -65,7 +152,7 @@ impl<C: HttpFilter> RequestBodyFilter for C {
 const DISCARD_BYTES: u64 = 8 * 1024 * 1024;
 const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn discard(mut body: Incoming) {
+async fn discard(mut body: IncomingBody) {
     use http_body_util::BodyExt;
     let drain = async {
         let mut read = 0u64;
@@ -143,7 +230,7 @@ pub(crate) enum Buffering {
     /// A request-body filter answered; its response is in the body's outcome channel.
     Rejected,
     /// Reading from the client failed.
-    Failed(hyper::Error),
+    Failed(BoxError),
 }
 
 /// A request body on its way upstream.
@@ -154,7 +241,7 @@ pub struct RequestBody {
     buffered: Option<Replay>,
     /// `None` for a body known to be empty (such as a replayed bodiless request) or
     /// abandoned after a filter rejected it.
-    inner: Option<Incoming>,
+    inner: Option<IncomingBody>,
     filter: Option<&'static dyn RequestBodyFilter>,
     received: u64,
     /// Told when the body has been fully handed upstream (the route timeout starts then,
@@ -176,7 +263,7 @@ impl RequestBody {
     /// content, also returns a receiver told how it ended; `None` for an empty body,
     /// which needs no allocation.
     pub(crate) fn new(
-        inner: Incoming,
+        inner: IncomingBody,
         filter: Option<&'static dyn RequestBodyFilter>,
     ) -> (Self, Option<oneshot::Receiver<BodyOutcome>>) {
         if inner.is_end_stream() {
@@ -333,14 +420,14 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         self.buffered.as_ref().is_none_or(|replay| replay.done)
-            && self.inner.as_ref().is_none_or(Incoming::is_end_stream)
+            && self.inner.as_ref().is_none_or(IncomingBody::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
         let hint = self
             .inner
             .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint);
+            .map_or_else(|| SizeHint::with_exact(0), IncomingBody::size_hint);
         let Some(replay) = &self.buffered else {
             return hint;
         };

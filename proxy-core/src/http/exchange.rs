@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
@@ -16,7 +15,7 @@ use super::filtered::{Exchange, FilteredBody, RequestBytes};
 use super::headers::{into_upstream_form, prepare_response, sanitize_request};
 use super::local_reply::plain_text;
 use super::retry::{Attempt, Clock, RouteWait, wait_head};
-use super::{LocalReply, RequestBody, ResponseBody};
+use super::{IncomingBody, LocalReply, RequestBody, ResponseBody};
 use super::{grpc, mirror};
 use crate::cluster::{Cluster, Endpoint, RetryPermit, Selection, UpstreamError};
 use crate::filter::{Flow, HttpFilter, RequestInfo};
@@ -67,7 +66,7 @@ pub async fn exchange<C: HttpFilter>(
     downstream: &Downstream,
     route: Route<'static>,
     mut parts: Parts,
-    body: Incoming,
+    body: IncomingBody,
 ) -> Response<ResponseBody> {
     let stats = &downstream.stats;
     stats.downstream_rq_total.inc();
@@ -200,7 +199,7 @@ async fn act<C: HttpFilter>(
     chain: &'static C,
     action: RouteAction<'static>,
     parts: Parts,
-    body: Incoming,
+    body: IncomingBody,
     downstream: &Downstream,
     upgrade: Option<Upgrade>,
 ) -> Outcome {
@@ -271,7 +270,7 @@ async fn forward<C: HttpFilter>(
     policy: &'static RoutePolicy,
     mirrors: &'static [Mirror],
     mut parts: Parts,
-    body: Incoming,
+    body: IncomingBody,
     downstream: &Downstream,
     upgrade: Option<Upgrade>,
 ) -> Outcome {
@@ -625,7 +624,14 @@ fn invalid_body() -> Response<ResponseBody> {
 pub(crate) struct Upgrade {
     protocol: HeaderValue,
     /// The client's side of the connection once the `101` has been sent.
-    downstream: Option<OnUpgrade>,
+    downstream: Option<ClientSide>,
+}
+
+/// Where the client's connection comes from after a `101`: hyper's codec or the native
+/// one.
+enum ClientSide {
+    Hyper(OnUpgrade),
+    Native(crate::server::h1::DownstreamUpgrade),
 }
 
 impl Upgrade {
@@ -646,7 +652,13 @@ impl Upgrade {
             .get(header::UPGRADE)
             .filter(|_| wants)?
             .clone();
-        let downstream = parts.extensions.remove::<OnUpgrade>();
+        let downstream = match parts.extensions.remove::<OnUpgrade>() {
+            Some(upgrade) => Some(ClientSide::Hyper(upgrade)),
+            None => parts
+                .extensions
+                .remove::<crate::server::h1::DownstreamUpgrade>()
+                .map(ClientSide::Native),
+        };
         Some(Upgrade {
             protocol,
             downstream,
@@ -681,19 +693,33 @@ impl Upgrade {
         };
         let stats = Arc::clone(stats);
         tokio::spawn(async move {
-            let downstream = match downstream.await {
-                Ok(downstream) => downstream,
-                Err(error) => {
-                    tracing::debug!(%error, "upgrade did not complete");
-                    return;
-                }
-            };
-            stats.downstream_cx_upgrades_total.inc();
-            let _active = GaugeGuard::new(&stats.downstream_cx_upgrades_active);
-            let mut downstream = TokioIo::new(downstream);
             let mut upstream = upstream;
-            if let Err(error) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
-            {
+            let spliced = match downstream {
+                ClientSide::Hyper(upgrade) => match upgrade.await {
+                    Ok(downstream) => {
+                        stats.downstream_cx_upgrades_total.inc();
+                        let _active = GaugeGuard::new(&stats.downstream_cx_upgrades_active);
+                        let mut downstream = TokioIo::new(downstream);
+                        tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "upgrade did not complete");
+                        return;
+                    }
+                },
+                ClientSide::Native(upgrade) => match upgrade.upgraded().await {
+                    Some(mut downstream) => {
+                        stats.downstream_cx_upgrades_total.inc();
+                        let _active = GaugeGuard::new(&stats.downstream_cx_upgrades_active);
+                        tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
+                    }
+                    None => {
+                        tracing::debug!("upgrade did not complete");
+                        return;
+                    }
+                },
+            };
+            if let Err(error) = spliced {
                 tracing::debug!(%error, "upgraded connection closed with error");
             }
         });

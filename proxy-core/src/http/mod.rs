@@ -22,6 +22,6 @@ pub use ::http::{
     HeaderMap, Method, Request, Response, StatusCode, Uri, Version, header, request, response,
 };
 
-pub use body::{BodyError, RequestBody, ResponseBody, ResponseBodyError};
+pub use body::{BodyError, BoxError, IncomingBody, RequestBody, ResponseBody, ResponseBodyError};
 pub use exchange::{Downstream, exchange};
 pub use local_reply::{LocalReply, RESPONSE_FLAGS_HEADER};

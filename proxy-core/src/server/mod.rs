@@ -1,6 +1,7 @@
 //! Serving: one accept loop per listener (per worker, see [`workers`]), one task per
 //! connection, and graceful drain.
 
+pub(crate) mod h1;
 mod workers;
 
 pub(crate) use workers::{THREAD_NAME as WORKER_THREAD_NAME, set_count as set_worker_count};
@@ -11,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -20,9 +23,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::BindAddress;
-use crate::http::Downstream;
+use crate::http::{Downstream, IncomingBody};
 use crate::listener::{BindError, BoundListener, ListenerConfig};
-use crate::net::Stream;
+use crate::net::{Rewound, Stream};
 use crate::route::Pipeline;
 use crate::stats::{GaugeGuard, ListenerStats, TlsStats};
 use crate::tls::{ServerTls, TlsSession};
@@ -46,6 +49,19 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// Time allowed for a client to send a complete HTTP/1.1 request head (slowloris guard).
     pub header_read_timeout: Duration,
+    /// Which HTTP/1.1 implementation serves downstream connections.
+    pub http1: Http1Codec,
+}
+
+/// The downstream HTTP/1.1 implementation. HTTP/2 is always hyper's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Http1Codec {
+    /// This crate's own, over `httparse` (`server::h1`): one task per connection that
+    /// parses, calls the pipeline and writes the response itself.
+    #[default]
+    Native,
+    /// hyper's server connection: the reference implementation, kept for comparison.
+    Hyper,
 }
 
 impl Default for ServerSettings {
@@ -53,6 +69,7 @@ impl Default for ServerSettings {
         Self {
             drain_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            http1: Http1Codec::default(),
         }
     }
 }
@@ -274,6 +291,9 @@ async fn accept_loop<P: Pipeline>(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // Native HTTP/1.1 connections each hold a receiver: the drain waits for none to be
+    // left (hyper's connections are counted by `graceful`).
+    let native = watch::Sender::new(());
 
     loop {
         let accepted = tokio::select! {
@@ -294,7 +314,26 @@ async fn accept_loop<P: Pipeline>(
         let stats = Arc::clone(&stats);
         let watcher = graceful.watcher();
         let Some(tls) = &tls else {
-            let downstream = Downstream::new(peer, name, Arc::clone(&stats));
+            let downstream = Arc::new(Downstream::new(peer, name, Arc::clone(&stats)));
+            if settings.http1 == Http1Codec::Native {
+                let builder = Arc::clone(&builder);
+                let drain = shutdown.clone();
+                let alive = native.subscribe();
+                tokio::spawn(async move {
+                    stats.downstream_cx_total.inc();
+                    let _active = GaugeGuard::new(&stats.downstream_cx_active);
+                    let native = Native {
+                        builder: &builder,
+                        watcher,
+                        settings,
+                        drain,
+                    };
+                    native.serve(stream, downstream, None, pipeline).await;
+                    drop(alive);
+                });
+                continue;
+            }
+            let stream = Rewound::new(BytesMut::new(), stream);
             let connection = serve_connection(&builder, stream, downstream, None, pipeline);
             tokio::spawn(async move {
                 stats.downstream_cx_total.inc();
@@ -310,6 +349,7 @@ async fn accept_loop<P: Pipeline>(
         let tls = Arc::clone(tls);
         let builder = Arc::clone(&builder);
         let mut draining = shutdown.clone();
+        let alive = native.subscribe();
         tokio::spawn(async move {
             stats.downstream_cx_total.inc();
             let _active = GaugeGuard::new(&stats.downstream_cx_active);
@@ -325,8 +365,24 @@ async fn accept_loop<P: Pipeline>(
             };
             let mut downstream = Downstream::new(peer, name, Arc::clone(&stats));
             downstream.scheme = "https";
-            let session = Some(Arc::new(session));
-            let connection = serve_connection(&builder, stream, downstream, session, pipeline);
+            let downstream = Arc::new(downstream);
+            let session = Arc::new(session);
+            if settings.http1 == Http1Codec::Native && session.alpn() != Some(b"h2") {
+                let native = Native {
+                    builder: &builder,
+                    watcher,
+                    settings,
+                    drain: draining,
+                };
+                let _alive = alive;
+                native
+                    .serve_http1(stream, BytesMut::new(), downstream, Some(session), pipeline)
+                    .await;
+                return;
+            }
+            let stream = Rewound::new(BytesMut::new(), stream);
+            let connection =
+                serve_connection(&builder, stream, downstream, Some(session), pipeline);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "downstream connection error");
             }
@@ -336,11 +392,98 @@ async fn accept_loop<P: Pipeline>(
     // Closing the listening socket first makes new clients fail fast (or go to another
     // instance) instead of queueing in the backlog of a proxy that is going away.
     drop(listener);
-    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+    let drained = async {
+        tokio::join!(graceful.shutdown(), native.closed());
+    };
+    if tokio::time::timeout(settings.drain_timeout, drained)
         .await
         .is_err()
     {
         tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout reached; closing remaining connections");
+    }
+}
+
+/// What a native-codec connection needs besides its stream: hyper's builder for an
+/// HTTP/2 connection, the graceful-shutdown watcher for one, and the drain signal.
+struct Native<'a> {
+    builder: &'a auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    settings: ServerSettings,
+    drain: watch::Receiver<bool>,
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4): a client with prior knowledge sends it
+/// first; no HTTP/1.1 request line starts with it.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Native<'_> {
+    /// A plaintext connection: HTTP/2 with prior knowledge goes to hyper, the rest to
+    /// the native HTTP/1.1 codec, with whatever was read to tell them apart.
+    async fn serve<P: Pipeline>(
+        mut self,
+        mut stream: Stream,
+        downstream: Arc<Downstream>,
+        session: Option<Arc<TlsSession>>,
+        pipeline: &'static P,
+    ) {
+        let mut prefix = BytesMut::with_capacity(8 * 1024);
+        let sniff = async {
+            use tokio::io::AsyncReadExt;
+            // A request line differs from the preface within its first bytes, so this
+            // is one read for nearly every HTTP/1.1 connection.
+            while prefix.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(&prefix) {
+                if stream
+                    .read_buf(&mut prefix)
+                    .await
+                    .ok()
+                    .is_none_or(|n| n == 0)
+                {
+                    return false;
+                }
+            }
+            true
+        };
+        let timeout = self.settings.header_read_timeout;
+        let read = tokio::select! {
+            read = tokio::time::timeout(timeout, sniff) => read.unwrap_or(false),
+            _ = self.drain.wait_for(|draining| *draining) => false,
+        };
+        if !read {
+            return;
+        }
+        if prefix.starts_with(HTTP2_PREFACE) {
+            let stream = Rewound::new(prefix, stream);
+            let connection = serve_connection(self.builder, stream, downstream, session, pipeline);
+            // Boxed: hyper's HTTP/2 connection is large, and inline it would size every
+            // HTTP/1.1 connection's task too.
+            if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
+                tracing::debug!(%error, "downstream connection error");
+            }
+            return;
+        }
+        self.serve_http1(stream, prefix, downstream, session, pipeline)
+            .await;
+    }
+
+    async fn serve_http1<P: Pipeline>(
+        self,
+        stream: Stream,
+        prefix: BytesMut,
+        downstream: Arc<Downstream>,
+        session: Option<Arc<TlsSession>>,
+        pipeline: &'static P,
+    ) {
+        drop(self.watcher);
+        h1::serve(
+            stream,
+            prefix,
+            downstream,
+            session,
+            pipeline,
+            self.settings.header_read_timeout,
+            self.drain,
+        )
+        .await;
     }
 }
 
@@ -349,13 +492,12 @@ async fn accept_loop<P: Pipeline>(
 /// is the `Stream` enum and the TLS session an `Option`.
 fn serve_connection<P: Pipeline>(
     builder: &auto::Builder<TokioExecutor>,
-    stream: Stream,
-    downstream: Downstream,
+    stream: Rewound,
+    downstream: Arc<Downstream>,
     session: Option<Arc<TlsSession>>,
     pipeline: &'static P,
 ) -> impl GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>> + Send + 'static {
-    // Shared by every request on the connection: one `Arc` clone per request.
-    let downstream = Arc::new(downstream);
+    // `downstream` is shared by every request on the connection: one `Arc` clone each.
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let downstream = Arc::clone(&downstream);
         if let Some(session) = &session {
@@ -363,6 +505,7 @@ fn serve_connection<P: Pipeline>(
             // connection find it here (an `Arc` clone and an extensions insert).
             request.extensions_mut().insert(Arc::clone(session));
         }
+        let request = request.map(IncomingBody::from);
         async move { Ok::<_, Infallible>(pipeline.handle(request, &downstream).await) }
     });
     builder

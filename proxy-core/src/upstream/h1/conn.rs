@@ -90,10 +90,7 @@ impl Connection {
         cx: &mut Context<'_>,
         want: usize,
     ) -> Poll<io::Result<usize>> {
-        if self.read_buf.capacity() - self.read_buf.len() < want {
-            self.read_buf.reserve(want);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
+        crate::net::poll_read_into(&mut self.io, &mut self.read_buf, cx, want)
     }
 
     /// Writes `write_buf[*written..]`, advancing `written`; `Ready(Ok(()))` once all of it

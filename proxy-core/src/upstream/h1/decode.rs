@@ -1,6 +1,8 @@
 //! Reading responses: the head (RFC 9112 §4–5), how its body is delimited (§6.3), and
 //! the body decoders (§7.1).
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version, response};
@@ -25,7 +27,7 @@ pub(super) struct Head {
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     /// No body: a response to HEAD, a 1xx, 204 or 304.
     Empty,
     Length(u64),
@@ -36,14 +38,25 @@ pub(super) enum Framing {
 
 /// Parses the response head at the start of `buf`, removing it from `buf`.
 /// `Ok(None)`: the head is not complete yet.
+///
+/// The fields that frame the message or describe the connection are read here, from
+/// the raw bytes, and not stored: the response goes downstream re-framed, and looking
+/// them up in a `HeaderMap` afterwards would hash each name again.
 pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
-    // Where each field's name and value lie within the head, so the values can share
-    // the head's buffer instead of being copied.
+    // Where each stored field's name and value lie within the head, so the values can
+    // share the head's buffer instead of being copied.
     let mut spans = [[0u32; 4]; MAX_HEADERS];
-    let (len, status, version, count) = {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut fields);
-        let len = match response.parse(buf) {
+    let mut stored = 0;
+    let mut fields = Fields::default();
+    let (len, status, version) = {
+        let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut raw,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
                 return Err(Error::HeadTooLarge);
@@ -55,29 +68,40 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
             return Err(Error::HeadTooLarge);
         }
         let base = buf.as_ptr() as usize;
-        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+        for field in response.headers.iter() {
+            if !fields.take(field)? {
+                continue;
+            }
             // Both slices point into `buf` (httparse borrows, never copies), so the
             // differences are offsets below `len`, which is at most MAX_HEAD_BYTES.
             let name = field.name.as_ptr() as usize - base;
             let value = field.value.as_ptr() as usize - base;
-            *span = [
+            spans[stored] = [
                 name as u32,
                 field.name.len() as u32,
                 value as u32,
                 field.value.len() as u32,
             ];
+            stored += 1;
         }
         let status = response.code.unwrap_or_default();
         let version = match response.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        (len, status, version, response.headers.len())
+        (len, status, version)
     };
     let status = StatusCode::from_u16(status).map_err(|_| Error::InvalidHeader("status"))?;
+    let (framing, mut keep_alive) = fields.framing(method, status, version)?;
+    keep_alive &= match version {
+        Version::HTTP_10 => fields.keep_alive,
+        _ => !fields.close,
+    };
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &[name, name_len, value, value_len] in &spans[..count] {
+    // Room for a `content-length` put back and a session cookie or two, without the map
+    // growing mid-response.
+    let mut headers = HeaderMap::with_capacity(stored + 3);
+    for &[name, name_len, value, value_len] in &spans[..stored] {
         let name = &head[name as usize..(name + name_len) as usize];
         let name = HeaderName::from_bytes(name).map_err(|_| Error::InvalidHeader("name"))?;
         let value = head.slice(value as usize..(value + value_len) as usize);
@@ -85,12 +109,20 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
             HeaderValue::from_maybe_shared(value).map_err(|_| Error::InvalidHeader("value"))?;
         headers.append(name, value);
     }
-
-    let (framing, mut keep_alive) = framing(method, status, version, &mut headers)?;
-    keep_alive &= match version {
-        Version::HTTP_10 => has_token(&headers, header::CONNECTION, b"keep-alive"),
-        _ => !has_token(&headers, header::CONNECTION, b"close"),
-    };
+    // One `Content-Length` goes on, whatever repeats the origin sent, and none beside
+    // `Transfer-Encoding` (RFC 9112 §6.3 item 3) or when the values disagree.
+    match (
+        fields.transfer_encoding || fields.content_length_invalid,
+        fields.content_length,
+    ) {
+        (true, _) if fields.content_length_stored => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        (false, Some(length)) if !fields.content_length_stored => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        _ => {}
+    }
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
@@ -102,99 +134,138 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     }))
 }
 
-/// RFC 9112 §6.3, for a response: how the body is delimited, and whether the framing
-/// still lets the connection be reused.
-fn framing(
-    method: &Method,
-    status: StatusCode,
-    version: Version,
-    headers: &mut HeaderMap,
-) -> Result<(Framing, bool), Error> {
-    if method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok((Framing::Empty, true));
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        // Transfer-Encoding overrides Content-Length, which must not travel on: the
-        // response goes downstream re-framed. Both at once is a smuggling pattern, so
-        // the connection is not trusted with another request (§6.3 item 3).
-        let both = headers.remove(header::CONTENT_LENGTH).is_some();
-        // HTTP/1.0 has no transfer codings: its framing is faulty whatever it says
-        // (§6.1), so the body runs to the close.
-        if version == Version::HTTP_10 {
-            return Ok((Framing::UntilClose, false));
-        }
-        return Ok(match final_coding_is_chunked(headers)? {
-            true => (Framing::Chunked, !both),
-            false => (Framing::UntilClose, false),
-        });
-    }
-    if headers.contains_key(header::CONTENT_LENGTH) {
-        let length = content_length(headers)?;
-        return Ok((Framing::Length(length), true));
-    }
-    Ok((Framing::UntilClose, false))
+/// What the framing and connection fields of a response head say.
+#[derive(Debug, Default)]
+struct Fields {
+    /// The value every `Content-Length` agrees on; `Err` if they disagree or one is not
+    /// a number.
+    content_length: Option<u64>,
+    content_length_invalid: bool,
+    /// The first `Content-Length` field, when it is a plain number, is stored as it
+    /// came; later ones are not.
+    content_length_stored: bool,
+    transfer_encoding: bool,
+    /// Whether the last transfer coding seen is `chunked`.
+    chunked_last: bool,
+    chunked_twice: bool,
+    chunked_seen: bool,
+    close: bool,
+    keep_alive: bool,
+    /// `Connection` names another field, which the hop-by-hop rules must remove: the
+    /// field is then kept for them.
+    keep_connection: bool,
 }
 
-/// Whether `chunked` is the last transfer coding, and applied only once.
-fn final_coding_is_chunked(headers: &HeaderMap) -> Result<bool, Error> {
-    let mut chunked = false;
-    let mut last_is_chunked = false;
-    for value in headers.get_all(header::TRANSFER_ENCODING) {
-        for coding in value.as_bytes().split(|&b| b == b',') {
-            let coding = coding.trim_ascii();
-            if coding.is_empty() {
-                continue;
-            }
-            last_is_chunked = coding.eq_ignore_ascii_case(b"chunked");
-            if last_is_chunked {
-                if chunked {
-                    return Err(Error::InvalidHeader("transfer-encoding: chunked twice"));
+impl Fields {
+    /// Notes `field` if it frames the message or describes the connection; returns
+    /// whether it is stored in the response's header map.
+    fn take(&mut self, field: &httparse::Header<'_>) -> Result<bool, Error> {
+        let name = field.name.as_bytes();
+        let value = field.value;
+        if name.eq_ignore_ascii_case(b"content-length") {
+            self.content_length(value);
+            let store = !self.content_length_stored && value.iter().all(u8::is_ascii_digit);
+            self.content_length_stored |= store;
+            return Ok(store);
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.transfer_encoding = true;
+            for coding in tokens(value) {
+                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                if self.chunked_last {
+                    self.chunked_twice |= self.chunked_seen;
+                    self.chunked_seen = true;
                 }
-                chunked = true;
             }
+            return Ok(false);
         }
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in tokens(value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else {
+                    self.keep_connection = true;
+                }
+            }
+            return Ok(self.keep_connection);
+        }
+        Ok(!(name.eq_ignore_ascii_case(b"keep-alive")
+            || name.eq_ignore_ascii_case(b"proxy-connection")))
     }
-    Ok(last_is_chunked)
-}
 
-/// The one length every `Content-Length` value agrees on (repeats of the same number
-/// are allowed, RFC 9110 §8.6); anything else is an invalid response.
-fn content_length(headers: &HeaderMap) -> Result<u64, Error> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
+    /// Repeats of the same number are allowed (RFC 9110 §8.6); anything else makes the
+    /// length invalid.
+    fn content_length(&mut self, value: &[u8]) {
+        for item in value.split(|&b| b == b',') {
             let item = item.trim_ascii();
             if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-                return Err(Error::InvalidContentLength);
+                self.content_length_invalid = true;
+                continue;
             }
             let parsed = item
                 .iter()
                 .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
-            if length.is_some_and(|seen| seen != parsed) {
-                return Err(Error::InvalidContentLength);
+            if self.content_length.is_some_and(|seen| seen != parsed) {
+                self.content_length_invalid = true;
             }
-            length = Some(parsed);
+            self.content_length = Some(parsed);
         }
     }
-    length.ok_or(Error::InvalidContentLength)
+
+    /// RFC 9112 §6.3, for a response: how the body is delimited, and whether the
+    /// framing still lets the connection be reused.
+    fn framing(
+        &self,
+        method: &Method,
+        status: StatusCode,
+        version: Version,
+    ) -> Result<(Framing, bool), Error> {
+        if method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok((Framing::Empty, true));
+        }
+        if self.transfer_encoding {
+            // Transfer-Encoding overrides Content-Length, which is not passed on (the
+            // response goes downstream re-framed). Both at once is a smuggling pattern,
+            // so the connection is not trusted with another request (§6.3 item 3).
+            // HTTP/1.0 has no transfer codings: its framing is faulty whatever it says
+            // (§6.1), so the body runs to the close.
+            if version == Version::HTTP_10 || !self.chunked_last {
+                return Ok((Framing::UntilClose, false));
+            }
+            // Chunked may be applied once (§7.1).
+            if self.chunked_twice {
+                return Err(Error::InvalidHeader("transfer-encoding: chunked twice"));
+            }
+            let both = self.content_length.is_some() || self.content_length_invalid;
+            return Ok((Framing::Chunked, !both));
+        }
+        if self.content_length_invalid {
+            return Err(Error::InvalidContentLength);
+        }
+        match self.content_length {
+            Some(length) => Ok((Framing::Length(length), true)),
+            None => Ok((Framing::UntilClose, false)),
+        }
+    }
 }
 
-pub(super) fn has_token(headers: &HeaderMap, name: HeaderName, token: &[u8]) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
-    })
+/// The non-empty items of a comma-separated field value.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|item| !item.is_empty())
 }
 
 /// Decodes a response body out of the connection's read buffer.
 #[derive(Debug)]
-pub(super) enum Decoder {
+pub(crate) enum Decoder {
     /// This many bytes left.
     Length(u64),
     Chunked(Chunk),
@@ -204,7 +275,7 @@ pub(super) enum Decoder {
 
 /// Where a chunked body decoder is.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Chunk {
+pub(crate) enum Chunk {
     /// At a chunk-size line.
     Size,
     /// Inside a chunk's data, this many bytes left.
@@ -217,7 +288,7 @@ pub(super) enum Chunk {
 
 /// One step of a decoder.
 #[derive(Debug)]
-pub(super) enum Decoded {
+pub(crate) enum Decoded {
     Frame(Frame<Bytes>),
     /// More bytes are needed.
     More,
@@ -226,7 +297,7 @@ pub(super) enum Decoded {
 }
 
 impl Decoder {
-    pub(super) fn new(framing: Framing) -> Self {
+    pub(crate) fn new(framing: Framing) -> Self {
         match framing {
             Framing::Empty | Framing::Length(0) => Decoder::Done,
             Framing::Length(length) => Decoder::Length(length),
@@ -235,13 +306,13 @@ impl Decoder {
         }
     }
 
-    pub(super) fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         matches!(self, Decoder::Done)
     }
 
     /// Bytes of buffer room worth having for the next read: the rest of a known-length
     /// body up to 64 KiB, or 8 KiB.
-    pub(super) fn read_hint(&self) -> usize {
+    pub(crate) fn read_hint(&self) -> usize {
         match self {
             Decoder::Length(left) => (*left).clamp(1, 64 * 1024) as usize,
             Decoder::Chunked(Chunk::Data(left)) => (*left).clamp(1024, 64 * 1024) as usize,
@@ -250,7 +321,7 @@ impl Decoder {
     }
 
     /// The next frame from `buf`, taking its bytes out of it.
-    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
         loop {
             match self {
                 Decoder::Done => return Ok(Decoded::End),
@@ -274,6 +345,13 @@ impl Decoder {
                 Decoder::Chunked(chunk) => match chunk {
                     Chunk::Size => match httparse::parse_chunk_size(buf) {
                         Ok(httparse::Status::Complete((consumed, size))) => {
+                            // httparse lets a bare CR or LF through in an extension; a
+                            // line is one CRLF-terminated line (as hyper reads it).
+                            let line = &buf[..consumed];
+                            let (body, end) = line.split_at(consumed.saturating_sub(2));
+                            if end != b"\r\n" || body.iter().any(|&b| b == b'\r' || b == b'\n') {
+                                return Err(Error::Chunked("invalid chunk-size line"));
+                            }
                             let _ = buf.split_to(consumed);
                             *chunk = if size == 0 {
                                 Chunk::Trailers

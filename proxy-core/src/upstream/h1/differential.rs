@@ -114,13 +114,19 @@ async fn origin(raw: &str) -> UnixStream {
     client
 }
 
+/// The fields that go on downstream: those that frame the message or describe the
+/// connection are dropped (the proxy removes them either way: this client before they
+/// are stored, hyper's by the hop-by-hop rules), and so is a `Content-Length` beside
+/// `Transfer-Encoding`; repeats of one `Content-Length` count once.
 fn end_to_end(headers: &HeaderMap) -> Vec<(String, String)> {
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     let mut fields: Vec<(String, String)> = headers
         .iter()
-        // Framing fields describe the connection's message, not the response: a stale
-        // `Content-Length` beside `Transfer-Encoding` is dropped here, kept by hyper.
         .filter(|(name, _)| {
-            !(*name == header::CONTENT_LENGTH && headers.contains_key(header::TRANSFER_ENCODING))
+            !matches!(
+                name.as_str(),
+                "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding"
+            ) && (*name != header::CONTENT_LENGTH || !chunked)
         })
         .map(|(name, value)| {
             (
@@ -130,6 +136,7 @@ fn end_to_end(headers: &HeaderMap) -> Vec<(String, String)> {
         })
         .collect();
     fields.sort();
+    fields.dedup_by(|a, b| a.0 == "content-length" && a == b);
     fields
 }
 

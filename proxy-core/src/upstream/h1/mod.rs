@@ -25,6 +25,7 @@ mod upgraded;
 
 pub(crate) use body::ResponseStream;
 pub(crate) use conn::Connection;
+pub(crate) use decode::{Decoded, Decoder, Framing};
 pub(crate) use exchange::{SendError, send};
 pub(crate) use upgraded::UpstreamUpgrade;
 
@@ -35,6 +36,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("origin closed the connection before the response was complete")]
     Closed,
+    #[error("client closed the connection before its request body was complete")]
+    ClientClosed,
     #[error("malformed response head: {0}")]
     Parse(httparse::Error),
     #[error("response head larger than {MAX_HEAD_BYTES} bytes")]

@@ -1,0 +1,354 @@
+//! Writing responses: the head (RFC 9112 §4), the body's framing (§6), and the `Date`
+//! field.
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{StatusCode, Version, response};
+use http_body::Body;
+
+use std::sync::Mutex;
+
+use super::conn::{Client, Io, lock};
+use crate::http::{ResponseBody, ResponseBodyError};
+
+/// Body chunks up to this size are copied behind the head (one write for a whole small
+/// response); larger ones are written from their own buffer, beside the head.
+const COPY_LIMIT: usize = 8 * 1024;
+
+/// What the request said that decides how its response is written.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Answering {
+    pub(super) version: Version,
+    pub(super) is_head: bool,
+    pub(super) accepts_trailers: bool,
+}
+
+/// How the response body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// Nothing follows the head.
+    None,
+    Length(u64),
+    Chunked,
+    /// The body ends when the connection closes (an HTTP/1.0 client, unknown length).
+    Close,
+}
+
+/// Appends the response head to `buf`; returns the body's framing and whether the
+/// connection must close after the response (`close` in, possibly more out).
+pub(super) fn head(
+    buf: &mut Vec<u8>,
+    head: &response::Parts,
+    body: &ResponseBody,
+    request: Answering,
+    mut close: bool,
+) -> (Framing, bool) {
+    let status = head.status;
+    // An HTTP/1.0 client gets an HTTP/1.0 status line (as from hyper), whatever the
+    // origin spoke.
+    let http10 = head.version == Version::HTTP_10 || request.version == Version::HTTP_10;
+    buf.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    buf.extend_from_slice(status.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    buf.extend_from_slice(b"\r\n");
+
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let headers = &head.headers;
+    let mut declared = None;
+    for (name, value) in headers {
+        if name == header::TRANSFER_ENCODING {
+            // The body is framed here, whatever a filter or origin said.
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            if bodiless {
+                continue;
+            }
+            declared = declared.or_else(|| parse_length(value.as_bytes()));
+        }
+        if name == header::CONNECTION
+            && value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            close = true;
+            continue;
+        }
+        field(buf, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !headers.contains_key(header::DATE) {
+        DATE.with_borrow_mut(|date| field(buf, b"date", date.now()));
+    }
+
+    let framing = if bodiless {
+        Framing::None
+    } else if request.is_head {
+        // A HEAD response describes the GET one and carries no body; the length it
+        // declares, if any, was written above.
+        Framing::None
+    } else if let Some(length) = declared {
+        Framing::Length(length)
+    } else if body.is_end_stream() {
+        field(buf, b"content-length", b"0");
+        Framing::None
+    } else if let Some(length) = body.size_hint().exact() {
+        let _ = write!(buf, "content-length: {length}\r\n");
+        Framing::Length(length)
+    } else if request.version == Version::HTTP_11 {
+        field(buf, b"transfer-encoding", b"chunked");
+        Framing::Chunked
+    } else {
+        close = true;
+        Framing::Close
+    };
+    match (close, request.version) {
+        (true, Version::HTTP_11) => field(buf, b"connection", b"close"),
+        (false, Version::HTTP_10) => field(buf, b"connection", b"keep-alive"),
+        _ => {}
+    }
+    buf.extend_from_slice(b"\r\n");
+    (framing, close)
+}
+
+fn field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0')),
+    )
+}
+
+/// Why a response could not be written whole; the connection is then closed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WriteError {
+    #[error("writing to the client: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("response body: {0}")]
+    Body(#[from] ResponseBodyError),
+    #[error("response body length differs from its content-length")]
+    Length,
+    #[error("the client closed the connection")]
+    ClientGone,
+}
+
+/// Streams a response (its head already in `io.write_buf`) to the client: body frames
+/// that are ready join the head in one write; later ones follow as they come.
+pub(super) struct BodyWriter {
+    framing: Framing,
+    accepts_trailers: bool,
+    /// Bytes of `io.write_buf` already written.
+    written: usize,
+    /// A large chunk written from its own buffer, after `write_buf`.
+    large: Option<Bytes>,
+    /// Written after `large`: the CRLF closing a chunk.
+    large_tail: &'static [u8],
+    trailers: Option<HeaderMap>,
+    body_done: bool,
+}
+
+impl BodyWriter {
+    pub(super) fn new(framing: Framing, request: Answering) -> Self {
+        Self {
+            framing,
+            accepts_trailers: request.accepts_trailers,
+            written: 0,
+            large: None,
+            large_tail: b"",
+            trailers: None,
+            body_done: framing == Framing::None,
+        }
+    }
+
+    /// The connection is locked only around its own use, never while the body is
+    /// polled: a body may be anything (a filter's, an upstream's), and must not find the
+    /// connection held.
+    pub(super) fn poll_write(
+        &mut self,
+        io: &Mutex<Io>,
+        body: &mut ResponseBody,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), WriteError>> {
+        loop {
+            // Body first: bytes that are ready leave with the head, in one write.
+            let mut body_pending = false;
+            if !self.body_done && self.large.is_none() && self.queued(io) < COPY_LIMIT {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        match frame.into_data() {
+                            Ok(data) => self.queue_data(&mut lock(io), data)?,
+                            Err(frame) => self.trailers = frame.into_trailers().ok(),
+                        }
+                        continue;
+                    }
+                    Poll::Ready(None) => {
+                        self.finish(&mut lock(io))?;
+                        continue;
+                    }
+                    Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.into())),
+                    Poll::Pending => body_pending = true,
+                }
+            }
+            let mut io = lock(io);
+            if self.written < io.write_buf.len() || self.large.is_some() {
+                match self.poll_flush_queued(&mut io, cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.body_done {
+                return io.poll_flush_stream(cx).map_err(WriteError::from);
+            }
+            if !body_pending {
+                continue;
+            }
+            // Everything the proxy has is out; the body is waiting on its source.
+            match io.poll_client(cx) {
+                Client::Quiet => return Poll::Pending,
+                Client::Sent => continue,
+                Client::Gone => return Poll::Ready(Err(WriteError::ClientGone)),
+            }
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    fn queued(&self, io: &Mutex<Io>) -> usize {
+        lock(io).write_buf.len() - self.written
+    }
+
+    fn queue_data(&mut self, io: &mut Io, data: Bytes) -> Result<(), WriteError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let buf = &mut io.write_buf;
+        match &mut self.framing {
+            Framing::None => return Ok(()),
+            Framing::Length(left) => {
+                *left = left
+                    .checked_sub(data.len() as u64)
+                    .ok_or(WriteError::Length)?;
+            }
+            Framing::Chunked => {
+                let _ = write!(buf, "{:x}\r\n", data.len());
+            }
+            Framing::Close => {}
+        }
+        let chunk_tail: &'static [u8] = match self.framing {
+            Framing::Chunked => b"\r\n",
+            _ => b"",
+        };
+        if data.len() <= COPY_LIMIT {
+            buf.extend_from_slice(&data);
+            buf.extend_from_slice(chunk_tail);
+        } else {
+            self.large = Some(data);
+            self.large_tail = chunk_tail;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, io: &mut Io) -> Result<(), WriteError> {
+        self.body_done = true;
+        match self.framing {
+            Framing::Length(0) | Framing::None | Framing::Close => Ok(()),
+            Framing::Length(_) => Err(WriteError::Length),
+            Framing::Chunked => {
+                let buf = &mut io.write_buf;
+                buf.extend_from_slice(b"0\r\n");
+                if self.accepts_trailers {
+                    for (name, value) in self.trailers.iter().flatten() {
+                        field(buf, name.as_str().as_bytes(), value.as_bytes());
+                    }
+                }
+                buf.extend_from_slice(b"\r\n");
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_flush_queued(
+        &mut self,
+        io: &mut Io,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            let head_len = io.write_buf.len() - self.written;
+            let large = self.large.as_deref().unwrap_or_default();
+            if head_len == 0 && large.is_empty() {
+                if !self.large_tail.is_empty() {
+                    io.write_buf.clear();
+                    self.written = 0;
+                    io.write_buf.extend_from_slice(self.large_tail);
+                    self.large_tail = b"";
+                    self.large = None;
+                    continue;
+                }
+                io.write_buf.clear();
+                self.written = 0;
+                self.large = None;
+                return Poll::Ready(Ok(()));
+            }
+            let n = std::task::ready!(io.poll_write_two(cx, self.written, large))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            let from_head = n.min(head_len);
+            self.written += from_head;
+            if let Some(large) = &mut self.large {
+                let from_large = n - from_head;
+                let _ = large.split_to(from_large);
+                if large.is_empty() && self.large_tail.is_empty() {
+                    self.large = None;
+                }
+            }
+        }
+    }
+}
+
+/// The `Date` field, formatted once a second per thread.
+struct CachedDate {
+    second: u64,
+    text: [u8; 29],
+}
+
+thread_local! {
+    static DATE: RefCell<CachedDate> = const { RefCell::new(CachedDate { second: 0, text: [0; 29] }) };
+}
+
+impl CachedDate {
+    fn now(&mut self) -> &[u8] {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        if second != self.second {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == self.text.len() {
+                self.text.copy_from_slice(text.as_bytes());
+                self.second = second;
+            }
+        }
+        &self.text
+    }
+}

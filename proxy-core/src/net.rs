@@ -119,19 +119,33 @@ pub(crate) fn poll_read_into(
 
 /// A stream with bytes already read off it put back in front: what the server read while
 /// telling HTTP/2 from HTTP/1.1, or what a client sent behind an upgrade request.
+///
+/// `G` is held for as long as the stream lives: an upstream connection's accounting guard,
+/// released when the tunnel closes.
 #[derive(Debug)]
-pub(crate) struct Rewound {
+pub(crate) struct Rewound<G = ()> {
     prefix: bytes::BytesMut,
     stream: Stream,
+    _guard: G,
 }
 
 impl Rewound {
     pub(crate) fn new(prefix: bytes::BytesMut, stream: Stream) -> Self {
-        Self { prefix, stream }
+        Self::guarded(prefix, stream, ())
     }
 }
 
-impl AsyncRead for Rewound {
+impl<G> Rewound<G> {
+    pub(crate) fn guarded(prefix: bytes::BytesMut, stream: Stream, guard: G) -> Self {
+        Self {
+            prefix,
+            stream,
+            _guard: guard,
+        }
+    }
+}
+
+impl<G: Unpin> AsyncRead for Rewound<G> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -147,7 +161,7 @@ impl AsyncRead for Rewound {
     }
 }
 
-impl AsyncWrite for Rewound {
+impl<G: Unpin> AsyncWrite for Rewound<G> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

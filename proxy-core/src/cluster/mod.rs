@@ -525,7 +525,7 @@ impl Cluster {
                 let mut response = Response::from_parts(exchanged.head, ResponseBody::empty());
                 response
                     .extensions_mut()
-                    .insert(h1::UpstreamUpgrade::new(exchanged.conn));
+                    .insert(h1::UpstreamUpgrade::new(*exchanged.conn));
                 return Ok(response);
             }
             let (head, stream) = h1::ResponseStream::new(exchanged, endpoint.pool().clone());

@@ -394,6 +394,10 @@ async fn refuse(io: &Mutex<Io>, refusal: Refusal) {
             "request header fields too large",
         ),
         Refusal::UriTooLong => (StatusCode::URI_TOO_LONG, "request target too long"),
+        Refusal::NotImplemented => (
+            StatusCode::NOT_IMPLEMENTED,
+            "transfer coding not implemented",
+        ),
     };
     tracing::debug!(%status, reason = text, "request refused");
     {

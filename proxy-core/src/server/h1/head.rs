@@ -3,13 +3,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header;
 use http::{Method, Uri, Version, request};
 
+use crate::http::wire::{MAX_FIELDS, Spans, parse_length, tokens};
 use crate::upstream::h1::Framing;
 
-/// The most header fields in a request head (hyper's default).
-const MAX_HEADERS: usize = 100;
 /// Fields the proxy typically adds to a request on its way upstream.
 const ADDED_FIELDS: usize = 4;
 /// The largest request head: Envoy's default `max_request_headers_kb` is 60 KiB.
@@ -33,20 +32,22 @@ pub(super) struct RequestHead {
 pub(super) enum Refusal {
     /// 400: malformed request line or fields, or framing that cannot be trusted.
     BadRequest(&'static str),
-    /// 431: more than [`MAX_HEADERS`] fields or [`MAX_HEAD_BYTES`] bytes.
+    /// 431: more than [`MAX_FIELDS`] fields or [`MAX_HEAD_BYTES`] bytes.
     TooLarge,
     /// 414: the request line alone is past [`MAX_HEAD_BYTES`].
     UriTooLong,
+    /// 501: a transfer coding other than `chunked`, which the proxy cannot decode and
+    /// must not pass on re-framed (RFC 9112 §6.1).
+    NotImplemented,
 }
 
 /// Parses the request head at the start of `buf`, removing it from `buf`. `Ok(None)`:
 /// the head is not complete yet.
 pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> {
-    let mut spans = [[0u32; 4]; MAX_HEADERS];
-    let mut count = 0;
+    let mut spans = Spans::new();
     let mut fields = Fields::default();
     let (len, method, target, version) = {
-        let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
         let mut request = httparse::Request::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
             &mut request,
@@ -65,34 +66,29 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> 
         if len > MAX_HEAD_BYTES {
             return Err(too_large(buf));
         }
-        let base = buf.as_ptr() as usize;
+        let base = buf.as_ptr();
         for field in request.headers.iter() {
-            if !fields.note(field) {
-                continue;
+            if fields.note(field) {
+                spans.push(base, field);
             }
-            // Both slices point into `buf`, so the differences are offsets below `len`,
-            // which is at most MAX_HEAD_BYTES.
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            spans[count] = [
-                name as u32,
-                field.name.len() as u32,
-                value as u32,
-                field.value.len() as u32,
-            ];
-            count += 1;
         }
         let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
             .map_err(|_| Refusal::BadRequest("invalid method"))?;
         let target = request.path.unwrap_or_default();
-        let target =
-            target.as_ptr() as usize - base..target.as_ptr() as usize - base + target.len();
+        let start = target.as_ptr() as usize - base as usize;
+        let target = start..start + target.len();
         let version = match request.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
         (len, method, target, version)
     };
+    // RFC 9112 §3.2: an HTTP/1.1 request names its host exactly once (an absolute-form
+    // target carries it too, and wins).
+    let has_authority = head_has_authority(&buf[target.clone()]);
+    if fields.hosts > 1 || (fields.hosts == 0 && version == Version::HTTP_11 && !has_authority) {
+        return Err(Refusal::BadRequest("missing or repeated host"));
+    }
     let (framing, mut keep_alive) = fields.framing(version)?;
     keep_alive &= match version {
         Version::HTTP_10 => fields.keep_alive,
@@ -104,16 +100,9 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> 
         .map_err(|_| Refusal::BadRequest("invalid request target"))?;
     // Room for the fields the proxy adds (`x-forwarded-for`, `x-forwarded-proto`,
     // `x-request-id`, ...) without the map growing and rehashing mid-request.
-    let mut headers = HeaderMap::with_capacity(count + ADDED_FIELDS);
-    for &[name, name_len, value, value_len] in &spans[..count] {
-        let name = &head[name as usize..(name + name_len) as usize];
-        let name =
-            HeaderName::from_bytes(name).map_err(|_| Refusal::BadRequest("invalid field name"))?;
-        let value = head.slice(value as usize..(value + value_len) as usize);
-        let value = HeaderValue::from_maybe_shared(value)
-            .map_err(|_| Refusal::BadRequest("invalid field value"))?;
-        headers.append(name, value);
-    }
+    let mut headers = spans
+        .into_map(&head, ADDED_FIELDS)
+        .map_err(Refusal::BadRequest)?;
     if fields.transfer_encoding && fields.content_length.is_some() {
         // Transfer-Encoding wins (RFC 9112 §6.3 item 3); the length must not travel on.
         headers.remove(header::CONTENT_LENGTH);
@@ -142,6 +131,9 @@ struct Fields {
     chunked_last: bool,
     chunked_seen: bool,
     chunked_twice: bool,
+    /// A transfer coding other than `chunked` was named.
+    other_coding: bool,
+    hosts: u8,
     close: bool,
     keep_alive: bool,
     expects_continue: bool,
@@ -173,6 +165,8 @@ impl Fields {
                 if self.chunked_last {
                     self.chunked_twice |= self.chunked_seen;
                     self.chunked_seen = true;
+                } else {
+                    self.other_coding = true;
                 }
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
@@ -180,6 +174,8 @@ impl Fields {
                 self.close |= token.eq_ignore_ascii_case(b"close");
                 self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            self.hosts = self.hosts.saturating_add(1);
         } else if name.eq_ignore_ascii_case(b"expect") {
             self.expects_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case(b"te") {
@@ -200,6 +196,11 @@ impl Fields {
             if !self.chunked_last || self.chunked_twice {
                 return Err(Refusal::BadRequest("unsupported transfer-encoding"));
             }
+            // Forwarded re-framed as plain chunked, a `gzip, chunked` body would reach the
+            // origin still gzip-coded with nothing saying so.
+            if self.other_coding {
+                return Err(Refusal::NotImplemented);
+            }
             // Both framings at once is a smuggling pattern: served, but the connection
             // is closed after the response (§6.3 item 3).
             let both = self.content_length.is_some() || self.content_length_invalid;
@@ -215,6 +216,12 @@ impl Fields {
     }
 }
 
+/// Whether a request target is in absolute form (`scheme://authority/...`) or authority
+/// form (CONNECT's `host:port`), which name the host themselves.
+fn head_has_authority(target: &[u8]) -> bool {
+    !target.starts_with(b"/") && target != b"*"
+}
+
 /// 414 when the request line alone is past the limit (as hyper answers), else 431.
 fn too_large(buf: &[u8]) -> Refusal {
     match buf.iter().position(|&b| b == b'\n') {
@@ -223,30 +230,20 @@ fn too_large(buf: &[u8]) -> Refusal {
     }
 }
 
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        digits
-            .iter()
-            .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0')),
-    )
-}
-
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|item| !item.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Parses `raw`, with a `Host` field added to an HTTP/1.1 head that has none (the
+    /// host rules have their own test).
     fn parse_str(raw: &str) -> Result<Option<RequestHead>, Refusal> {
-        parse(&mut BytesMut::from(raw))
+        let mut raw = raw.to_owned();
+        if !raw.to_ascii_lowercase().contains("\nhost:") {
+            if let Some(end) = raw.find("HTTP/1.1\r\n") {
+                raw.insert_str(end + 10, "Host: h\r\n");
+            }
+        }
+        parse(&mut BytesMut::from(raw.as_str()))
     }
 
     #[test]
@@ -285,11 +282,6 @@ mod tests {
             (
                 "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
                 Framing::Length(5),
-                true,
-            ),
-            (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-                Framing::Chunked,
                 true,
             ),
             (
@@ -346,12 +338,31 @@ mod tests {
             "GET / HTTP/1.1\r\nX Y: 1\r\n\r\n",
             "GET / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
             "G@T / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         ] {
             assert!(
                 matches!(parse_str(raw), Err(Refusal::BadRequest(_))),
                 "{raw:?}"
             );
         }
+    }
+
+    #[test]
+    fn unimplemented_transfer_codings_are_refused_with_501() {
+        let gzip = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(parse_str(gzip).unwrap_err(), Refusal::NotImplemented);
+    }
+
+    #[test]
+    fn http_1_1_requests_name_their_host_once() {
+        let parse_raw = |raw: &str| parse(&mut BytesMut::from(raw));
+        assert!(parse_raw("GET / HTTP/1.1\r\n\r\n").is_err());
+        assert!(
+            parse_raw("GET http://h/ HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .is_some()
+        );
+        assert!(parse_raw("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
     }
 
     #[test]
@@ -363,7 +374,7 @@ mod tests {
         assert_eq!(parse_str(&long).unwrap_err(), Refusal::TooLarge);
         let target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_HEAD_BYTES));
         assert_eq!(parse_str(&target).unwrap_err(), Refusal::UriTooLong);
-        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let many: String = (0..=MAX_FIELDS).map(|i| format!("x-{i}: v\r\n")).collect();
         assert_eq!(
             parse_str(&format!("GET / HTTP/1.1\r\n{many}\r\n")).unwrap_err(),
             Refusal::TooLarge

@@ -15,6 +15,7 @@ use http_body::Body;
 use std::sync::Mutex;
 
 use super::conn::{Client, Io, lock};
+use crate::http::wire::{field, parse_length};
 use crate::http::{ResponseBody, ResponseBodyError};
 
 /// Body chunks up to this size are copied behind the head (one write for a whole small
@@ -118,25 +119,6 @@ pub(super) fn head(
     }
     buf.extend_from_slice(b"\r\n");
     (framing, close)
-}
-
-fn field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    buf.extend_from_slice(name);
-    buf.extend_from_slice(b": ");
-    buf.extend_from_slice(value);
-    buf.extend_from_slice(b"\r\n");
-}
-
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        digits
-            .iter()
-            .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0')),
-    )
 }
 
 /// Why a response could not be written whole; the connection is then closed.

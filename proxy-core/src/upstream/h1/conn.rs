@@ -40,6 +40,17 @@ impl Connection {
         })
     }
 
+    /// The connection as a plain stream after `101 Switching Protocols`.
+    pub(super) fn into_upgraded(self) -> super::upgraded::Upgraded {
+        let Connection {
+            io,
+            read_buf,
+            _open,
+            ..
+        } = self;
+        crate::net::Rewound::guarded(read_buf, io, _open)
+    }
+
     /// Whether the connection has carried no request yet.
     pub(crate) fn is_fresh(&self) -> bool {
         self.requests == 0

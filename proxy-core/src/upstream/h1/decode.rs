@@ -8,7 +8,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version, response};
 use http_body::Frame;
 
-use super::{Error, MAX_HEAD_BYTES, MAX_HEADERS};
+use super::{Error, MAX_HEAD_BYTES};
+use crate::http::wire::{MAX_FIELDS, Spans, parse_length, tokens};
 
 /// The longest chunk-size line accepted (size, extensions, CRLF). Extensions are
 /// ignored, so a long line only costs buffer; 4 KiB is far past any real one.
@@ -45,11 +46,10 @@ pub(crate) enum Framing {
 pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
     // Where each stored field's name and value lie within the head, so the values can
     // share the head's buffer instead of being copied.
-    let mut spans = [[0u32; 4]; MAX_HEADERS];
-    let mut stored = 0;
+    let mut spans = Spans::new();
     let mut fields = Fields::default();
     let (len, status, version) = {
-        let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
         let mut response = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
             &mut response,
@@ -67,22 +67,11 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         if len > MAX_HEAD_BYTES {
             return Err(Error::HeadTooLarge);
         }
-        let base = buf.as_ptr() as usize;
+        let base = buf.as_ptr();
         for field in response.headers.iter() {
-            if !fields.take(field)? {
-                continue;
+            if fields.take(field)? {
+                spans.push(base, field);
             }
-            // Both slices point into `buf` (httparse borrows, never copies), so the
-            // differences are offsets below `len`, which is at most MAX_HEAD_BYTES.
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            spans[stored] = [
-                name as u32,
-                field.name.len() as u32,
-                value as u32,
-                field.value.len() as u32,
-            ];
-            stored += 1;
         }
         let status = response.code.unwrap_or_default();
         let version = match response.version {
@@ -100,15 +89,7 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     let head = buf.split_to(len).freeze();
     // Room for a `content-length` put back and a session cookie or two, without the map
     // growing mid-response.
-    let mut headers = HeaderMap::with_capacity(stored + 3);
-    for &[name, name_len, value, value_len] in &spans[..stored] {
-        let name = &head[name as usize..(name + name_len) as usize];
-        let name = HeaderName::from_bytes(name).map_err(|_| Error::InvalidHeader("name"))?;
-        let value = head.slice(value as usize..(value + value_len) as usize);
-        let value =
-            HeaderValue::from_maybe_shared(value).map_err(|_| Error::InvalidHeader("value"))?;
-        headers.append(name, value);
-    }
+    let mut headers = spans.into_map(&head, 3).map_err(Error::InvalidHeader)?;
     // One `Content-Length` goes on, whatever repeats the origin sent, and none beside
     // `Transfer-Encoding` (RFC 9112 §6.3 item 3) or when the values disagree.
     match (
@@ -199,14 +180,10 @@ impl Fields {
     /// length invalid.
     fn content_length(&mut self, value: &[u8]) {
         for item in value.split(|&b| b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+            let Some(parsed) = parse_length(item) else {
                 self.content_length_invalid = true;
                 continue;
-            }
-            let parsed = item
-                .iter()
-                .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
+            };
             if self.content_length.is_some_and(|seen| seen != parsed) {
                 self.content_length_invalid = true;
             }
@@ -253,14 +230,6 @@ impl Fields {
             None => Ok((Framing::UntilClose, false)),
         }
     }
-}
-
-/// The non-empty items of a comma-separated field value.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|item| !item.is_empty())
 }
 
 /// Decodes a response body out of the connection's read buffer.
@@ -486,7 +455,7 @@ mod tests {
         );
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES));
         assert!(matches!(head(&huge, Method::GET), Err(Error::HeadTooLarge)));
-        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let many: String = (0..=MAX_FIELDS).map(|i| format!("x-{i}: v\r\n")).collect();
         let many = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
         assert!(matches!(head(&many, Method::GET), Err(Error::Parse(_))));
     }

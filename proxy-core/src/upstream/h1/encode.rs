@@ -7,6 +7,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method};
 
 use super::Error;
+use crate::http::wire::field;
 
 /// How the request body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,13 +76,6 @@ pub(super) fn head(
     };
     buf.extend_from_slice(b"\r\n");
     encoder
-}
-
-fn field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    buf.extend_from_slice(name);
-    buf.extend_from_slice(b": ");
-    buf.extend_from_slice(value);
-    buf.extend_from_slice(b"\r\n");
 }
 
 /// The request's own `Content-Length`, already validated by the downstream codec.

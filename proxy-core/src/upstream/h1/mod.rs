@@ -58,6 +58,3 @@ pub enum Error {
 /// limit is larger (~400 KiB), but no origin has a reason to send heads near this size,
 /// and Envoy's default (`max_request_headers_kb`) is 60 KiB.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// The most header fields accepted in a response head (hyper's default).
-const MAX_HEADERS: usize = 100;

@@ -1,0 +1,115 @@
+//! HTTP/1.1 wire syntax shared by the native server codec (`server::h1`) and the origin
+//! client (`upstream::h1`).
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// The most header fields in one head (hyper's default).
+pub(crate) const MAX_FIELDS: usize = 100;
+
+/// Where the fields of a head lie in its buffer, recorded while `httparse` borrows it, so
+/// the `HeaderMap` built afterwards shares the buffer (each value a `Bytes` slice of it)
+/// instead of copying.
+pub(crate) struct Spans {
+    spans: [[u32; 4]; MAX_FIELDS],
+    len: usize,
+}
+
+impl Spans {
+    pub(crate) fn new() -> Self {
+        Self {
+            spans: [[0; 4]; MAX_FIELDS],
+            len: 0,
+        }
+    }
+
+    /// Records `field`, which `httparse` parsed out of the buffer starting at `base`
+    /// (whose head is at most 64 KiB, so offsets fit in `u32`). Fields past
+    /// [`MAX_FIELDS`] are ignored; `httparse` is never given room for more.
+    pub(crate) fn push(&mut self, base: *const u8, field: &httparse::Header<'_>) {
+        let Some(span) = self.spans.get_mut(self.len) else {
+            return;
+        };
+        // Both slices point into the buffer that starts at `base` (httparse borrows,
+        // never copies), so the differences are offsets within the head.
+        let base = base as usize;
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = [
+            name as u32,
+            field.name.len() as u32,
+            value as u32,
+            field.value.len() as u32,
+        ];
+        self.len += 1;
+    }
+
+    /// The recorded fields as a map over `head` (the buffer the offsets are into), with
+    /// room for `spare` more fields. `Err` names the part that is invalid.
+    pub(crate) fn into_map(self, head: &Bytes, spare: usize) -> Result<HeaderMap, &'static str> {
+        let mut headers = HeaderMap::with_capacity(self.len + spare);
+        for &[name, name_len, value, value_len] in &self.spans[..self.len] {
+            let name = &head[name as usize..(name + name_len) as usize];
+            let name = HeaderName::from_bytes(name).map_err(|_| "invalid field name")?;
+            let value = head.slice(value as usize..(value + value_len) as usize);
+            let value = HeaderValue::from_maybe_shared(value).map_err(|_| "invalid field value")?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+/// The non-empty items of a comma-separated field value.
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|item| !item.is_empty())
+}
+
+/// A `Content-Length` number: digits only (no sign, no list), at most 19 of them.
+pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0')),
+    )
+}
+
+/// Appends `name: value` and its CRLF.
+pub(crate) fn field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_are_plain_digits() {
+        assert_eq!(parse_length(b" 42 "), Some(42));
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-1",
+            b"0x5",
+            b"5, 5",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(parse_length(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_skip_empty_items() {
+        let items: Vec<&[u8]> = tokens(b" gzip, ,chunked ").collect();
+        assert_eq!(items, [&b"gzip"[..], b"chunked"]);
+    }
+}

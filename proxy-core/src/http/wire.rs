@@ -59,6 +59,60 @@ impl Spans {
     }
 }
 
+/// What the `Transfer-Encoding` fields of a head say, all of them together.
+#[derive(Debug, Default)]
+pub(crate) struct Codings {
+    /// A `Transfer-Encoding` field is present.
+    pub(crate) present: bool,
+    /// The last coding named is `chunked`.
+    pub(crate) chunked_last: bool,
+    /// `chunked` is named more than once (RFC 9112 §7.1 forbids it).
+    pub(crate) chunked_twice: bool,
+    /// A coding other than `chunked` is named.
+    pub(crate) other: bool,
+    chunked_seen: bool,
+}
+
+impl Codings {
+    pub(crate) fn note(&mut self, value: &[u8]) {
+        self.present = true;
+        for coding in tokens(value) {
+            self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+            if self.chunked_last {
+                self.chunked_twice |= self.chunked_seen;
+                self.chunked_seen = true;
+            } else {
+                self.other = true;
+            }
+        }
+    }
+}
+
+/// What the `Connection` fields of a head say.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionTokens {
+    pub(crate) close: bool,
+    pub(crate) keep_alive: bool,
+    pub(crate) upgrade: bool,
+    /// A token naming another field, which the hop-by-hop rules must remove.
+    pub(crate) other: bool,
+}
+
+impl ConnectionTokens {
+    pub(crate) fn note(&mut self, value: &[u8]) {
+        for token in tokens(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else {
+                self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                self.other = true;
+            }
+        }
+    }
+}
+
 /// The non-empty items of a comma-separated field value.
 pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value

@@ -185,6 +185,7 @@ pub(crate) async fn serve<P: Pipeline>(
             keep_alive,
             expects_continue,
             accepts_trailers,
+            wants_upgrade,
         } = head;
         let answering = Answering {
             version: parts.version,
@@ -203,7 +204,7 @@ pub(crate) async fn serve<P: Pipeline>(
         if let Some(session) = &session {
             parts.extensions.insert(Arc::clone(session));
         }
-        let upgrade = wants_upgrade(&parts.headers).then(|| {
+        let upgrade = wants_upgrade.then(|| {
             let (sender, upgrade) = DownstreamUpgrade::new();
             parts.extensions.insert(upgrade);
             sender
@@ -429,19 +430,6 @@ async fn refuse(io: &Mutex<Io>, refusal: Refusal) {
 
 async fn shutdown_write(io: &Mutex<Io>) {
     let _ = poll_fn(|cx| Pin::new(&mut lock(io).stream).poll_shutdown(cx)).await;
-}
-
-fn wants_upgrade(headers: &http::HeaderMap) -> bool {
-    headers.contains_key(http::header::UPGRADE)
-        && headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .any(|value| {
-                value
-                    .as_bytes()
-                    .split(|&b| b == b',')
-                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-            })
 }
 
 /// Gives the connection (and any bytes the client sent after its request) to the

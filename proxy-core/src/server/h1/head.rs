@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use http::header;
 use http::{Method, Uri, Version, request};
 
-use crate::http::wire::{MAX_FIELDS, Spans, parse_length, tokens};
+use crate::http::wire::{Codings, ConnectionTokens, MAX_FIELDS, Spans, parse_length, tokens};
 use crate::upstream::h1::Framing;
 
 /// Fields the proxy typically adds to a request on its way upstream.
@@ -25,6 +25,9 @@ pub(super) struct RequestHead {
     pub(super) expects_continue: bool,
     /// `TE: trailers`: the client reads trailer fields of a chunked response.
     pub(super) accepts_trailers: bool,
+    /// `Connection: upgrade` with an `Upgrade` field on HTTP/1.1: the client may switch
+    /// protocols after this request.
+    pub(super) wants_upgrade: bool,
 }
 
 /// Why a request head was refused; each is answered before the connection closes.
@@ -91,8 +94,8 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> 
     }
     let (framing, mut keep_alive) = fields.framing(version)?;
     keep_alive &= match version {
-        Version::HTTP_10 => fields.keep_alive,
-        _ => !fields.close,
+        Version::HTTP_10 => fields.connection.keep_alive,
+        _ => !fields.connection.close,
     };
 
     let head = buf.split_to(len).freeze();
@@ -103,7 +106,7 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> 
     let mut headers = spans
         .into_map(&head, ADDED_FIELDS)
         .map_err(Refusal::BadRequest)?;
-    if fields.transfer_encoding && fields.content_length.is_some() {
+    if fields.codings.present && fields.content_length.is_some() {
         // Transfer-Encoding wins (RFC 9112 §6.3 item 3); the length must not travel on.
         headers.remove(header::CONTENT_LENGTH);
     }
@@ -118,6 +121,7 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> 
         keep_alive,
         expects_continue: fields.expects_continue && version == Version::HTTP_11,
         accepts_trailers: fields.accepts_trailers,
+        wants_upgrade: fields.upgrade && fields.connection.upgrade && version == Version::HTTP_11,
     }))
 }
 
@@ -127,15 +131,10 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> 
 struct Fields {
     content_length: Option<u64>,
     content_length_invalid: bool,
-    transfer_encoding: bool,
-    chunked_last: bool,
-    chunked_seen: bool,
-    chunked_twice: bool,
-    /// A transfer coding other than `chunked` was named.
-    other_coding: bool,
+    codings: Codings,
+    connection: ConnectionTokens,
+    upgrade: bool,
     hosts: u8,
-    close: bool,
-    keep_alive: bool,
     expects_continue: bool,
     accepts_trailers: bool,
 }
@@ -159,21 +158,11 @@ impl Fields {
             }
             return first;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.transfer_encoding = true;
-            for coding in tokens(value) {
-                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
-                if self.chunked_last {
-                    self.chunked_twice |= self.chunked_seen;
-                    self.chunked_seen = true;
-                } else {
-                    self.other_coding = true;
-                }
-            }
+            self.codings.note(value);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(value) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
+            self.connection.note(value);
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.upgrade = true;
         } else if name.eq_ignore_ascii_case(b"host") {
             self.hosts = self.hosts.saturating_add(1);
         } else if name.eq_ignore_ascii_case(b"expect") {
@@ -187,18 +176,18 @@ impl Fields {
     /// RFC 9112 §6.3 for a request: a body is delimited by chunked (which must be the
     /// final coding, once) or by one agreed length, never by the close.
     fn framing(&self, version: Version) -> Result<(Framing, bool), Refusal> {
-        if self.transfer_encoding {
+        if self.codings.present {
             if version == Version::HTTP_10 {
                 return Err(Refusal::BadRequest(
                     "transfer-encoding in an HTTP/1.0 request",
                 ));
             }
-            if !self.chunked_last || self.chunked_twice {
+            if !self.codings.chunked_last || self.codings.chunked_twice {
                 return Err(Refusal::BadRequest("unsupported transfer-encoding"));
             }
             // Forwarded re-framed as plain chunked, a `gzip, chunked` body would reach the
             // origin still gzip-coded with nothing saying so.
-            if self.other_coding {
+            if self.codings.other {
                 return Err(Refusal::NotImplemented);
             }
             // Both framings at once is a smuggling pattern: served, but the connection

@@ -65,7 +65,9 @@ pub(super) fn head(
         || status == StatusCode::NOT_MODIFIED;
     let headers = &head.headers;
     let mut declared = None;
+    let mut dated = false;
     for (name, value) in headers {
+        dated |= name == header::DATE;
         if name == header::TRANSFER_ENCODING {
             // The body is framed here, whatever a filter or origin said.
             continue;
@@ -87,7 +89,7 @@ pub(super) fn head(
         }
         field(buf, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !headers.contains_key(header::DATE) {
+    if !dated {
         DATE.with_borrow_mut(|date| field(buf, b"date", date.now()));
     }
 

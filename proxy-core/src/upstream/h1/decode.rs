@@ -9,7 +9,7 @@ use http::{Method, StatusCode, Version, response};
 use http_body::Frame;
 
 use super::{Error, MAX_HEAD_BYTES};
-use crate::http::wire::{MAX_FIELDS, Spans, parse_length, tokens};
+use crate::http::wire::{Codings, ConnectionTokens, MAX_FIELDS, Spans, parse_length};
 
 /// The longest chunk-size line accepted (size, extensions, CRLF). Extensions are
 /// ignored, so a long line only costs buffer; 4 KiB is far past any real one.
@@ -83,8 +83,8 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     let status = StatusCode::from_u16(status).map_err(|_| Error::InvalidHeader("status"))?;
     let (framing, mut keep_alive) = fields.framing(method, status, version)?;
     keep_alive &= match version {
-        Version::HTTP_10 => fields.keep_alive,
-        _ => !fields.close,
+        Version::HTTP_10 => fields.connection.keep_alive,
+        _ => !fields.connection.close,
     };
     let head = buf.split_to(len).freeze();
     // Room for a `content-length` put back and a session cookie or two, without the map
@@ -93,7 +93,7 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     // One `Content-Length` goes on, whatever repeats the origin sent, and none beside
     // `Transfer-Encoding` (RFC 9112 §6.3 item 3) or when the values disagree.
     match (
-        fields.transfer_encoding || fields.content_length_invalid,
+        fields.codings.present || fields.content_length_invalid,
         fields.content_length,
     ) {
         (true, _) if fields.content_length_stored => {
@@ -125,16 +125,10 @@ struct Fields {
     /// The first `Content-Length` field, when it is a plain number, is stored as it
     /// came; later ones are not.
     content_length_stored: bool,
-    transfer_encoding: bool,
-    /// Whether the last transfer coding seen is `chunked`.
-    chunked_last: bool,
-    chunked_twice: bool,
-    chunked_seen: bool,
-    close: bool,
-    keep_alive: bool,
-    /// `Connection` names another field, which the hop-by-hop rules must remove: the
-    /// field is then kept for them.
-    keep_connection: bool,
+    codings: Codings,
+    /// When `Connection` names another field, which the hop-by-hop rules must remove,
+    /// the field is kept for them.
+    connection: ConnectionTokens,
 }
 
 impl Fields {
@@ -150,27 +144,12 @@ impl Fields {
             return Ok(store);
         }
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.transfer_encoding = true;
-            for coding in tokens(value) {
-                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
-                if self.chunked_last {
-                    self.chunked_twice |= self.chunked_seen;
-                    self.chunked_seen = true;
-                }
-            }
+            self.codings.note(value);
             return Ok(false);
         }
         if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    self.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive = true;
-                } else {
-                    self.keep_connection = true;
-                }
-            }
-            return Ok(self.keep_connection);
+            self.connection.note(value);
+            return Ok(self.connection.other);
         }
         Ok(!(name.eq_ignore_ascii_case(b"keep-alive")
             || name.eq_ignore_ascii_case(b"proxy-connection")))
@@ -206,17 +185,17 @@ impl Fields {
         {
             return Ok((Framing::Empty, true));
         }
-        if self.transfer_encoding {
+        if self.codings.present {
             // Transfer-Encoding overrides Content-Length, which is not passed on (the
             // response goes downstream re-framed). Both at once is a smuggling pattern,
             // so the connection is not trusted with another request (§6.3 item 3).
             // HTTP/1.0 has no transfer codings: its framing is faulty whatever it says
             // (§6.1), so the body runs to the close.
-            if version == Version::HTTP_10 || !self.chunked_last {
+            if version == Version::HTTP_10 || !self.codings.chunked_last {
                 return Ok((Framing::UntilClose, false));
             }
             // Chunked may be applied once (§7.1).
-            if self.chunked_twice {
+            if self.codings.chunked_twice {
                 return Err(Error::InvalidHeader("transfer-encoding: chunked twice"));
             }
             let both = self.content_length.is_some() || self.content_length_invalid;

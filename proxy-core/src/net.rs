@@ -32,6 +32,17 @@ impl Stream {
             Stream::TlsClient(tls) => tls.get_ref().0.tcp(),
         }
     }
+
+    /// Ready once a read would make progress, so a caller can wait for a peer without
+    /// holding a buffer. A TLS stream reports ready at once: its records may already hold
+    /// plaintext, which only a read can tell.
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Tcp(stream) => stream.poll_read_ready(cx),
+            Stream::Unix(stream) => stream.poll_read_ready(cx),
+            Stream::TlsServer(_) | Stream::TlsClient(_) => Poll::Ready(Ok(())),
+        }
+    }
 }
 
 macro_rules! delegate {

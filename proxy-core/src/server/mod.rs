@@ -328,7 +328,15 @@ async fn accept_loop<P: Pipeline>(
                         settings,
                         drain,
                     };
-                    native.serve(stream, downstream, None, pipeline).await;
+                    // HTTP/1.1 is served here rather than inside `sniff`: a layer of
+                    // async fn per step would add its arguments to every connection's
+                    // task again.
+                    if let Some((stream, prefix, drain)) =
+                        native.sniff(stream, &downstream, pipeline).await
+                    {
+                        let timeout = settings.header_read_timeout;
+                        h1::serve(stream, prefix, downstream, None, pipeline, timeout, drain).await;
+                    }
                     drop(alive);
                 });
                 continue;
@@ -368,16 +376,21 @@ async fn accept_loop<P: Pipeline>(
             let downstream = Arc::new(downstream);
             let session = Arc::new(session);
             if settings.http1 == Http1Codec::Native && session.alpn() != Some(b"h2") {
-                let native = Native {
-                    builder: &builder,
-                    watcher,
-                    settings,
-                    drain: draining,
-                };
+                // Native connections are tracked by `alive`, not by hyper's watcher.
+                drop(watcher);
                 let _alive = alive;
-                native
-                    .serve_http1(stream, BytesMut::new(), downstream, Some(session), pipeline)
-                    .await;
+                let timeout = settings.header_read_timeout;
+                let prefix = BytesMut::new();
+                h1::serve(
+                    stream,
+                    prefix,
+                    downstream,
+                    Some(session),
+                    pipeline,
+                    timeout,
+                    draining,
+                )
+                .await;
                 return;
             }
             let stream = Rewound::new(BytesMut::new(), stream);
@@ -417,18 +430,26 @@ struct Native<'a> {
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl Native<'_> {
-    /// A plaintext connection: HTTP/2 with prior knowledge goes to hyper, the rest to
-    /// the native HTTP/1.1 codec, with whatever was read to tell them apart.
-    async fn serve<P: Pipeline>(
+    /// A plaintext connection: HTTP/2 with prior knowledge is served here, by hyper. An
+    /// HTTP/1.1 one is handed back for the native codec, with what was read to tell them
+    /// apart and the drain signal; `None` once the connection is over.
+    async fn sniff<P: Pipeline>(
         mut self,
         mut stream: Stream,
-        downstream: Arc<Downstream>,
-        session: Option<Arc<TlsSession>>,
+        downstream: &Arc<Downstream>,
         pipeline: &'static P,
-    ) {
-        let mut prefix = BytesMut::with_capacity(8 * 1024);
+    ) -> Option<(Stream, BytesMut, watch::Receiver<bool>)> {
+        let mut prefix = BytesMut::new();
         let sniff = async {
             use tokio::io::AsyncReadExt;
+            // A connection that has sent nothing yet holds no buffer.
+            if std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            prefix = h1::read_buffer();
             // A request line differs from the preface within its first bytes, so this
             // is one read for nearly every HTTP/1.1 connection.
             while prefix.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(&prefix) {
@@ -449,41 +470,22 @@ impl Native<'_> {
             _ = self.drain.wait_for(|draining| *draining) => false,
         };
         if !read {
-            return;
+            return None;
         }
         if prefix.starts_with(HTTP2_PREFACE) {
             let stream = Rewound::new(prefix, stream);
-            let connection = serve_connection(self.builder, stream, downstream, session, pipeline);
+            let downstream = Arc::clone(downstream);
+            let connection = serve_connection(self.builder, stream, downstream, None, pipeline);
             // Boxed: hyper's HTTP/2 connection is large, and inline it would size every
             // HTTP/1.1 connection's task too.
             if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
                 tracing::debug!(%error, "downstream connection error");
             }
-            return;
+            return None;
         }
-        self.serve_http1(stream, prefix, downstream, session, pipeline)
-            .await;
-    }
-
-    async fn serve_http1<P: Pipeline>(
-        self,
-        stream: Stream,
-        prefix: BytesMut,
-        downstream: Arc<Downstream>,
-        session: Option<Arc<TlsSession>>,
-        pipeline: &'static P,
-    ) {
+        // Native connections are tracked by `alive`, not by hyper's watcher.
         drop(self.watcher);
-        h1::serve(
-            stream,
-            prefix,
-            downstream,
-            session,
-            pipeline,
-            self.settings.header_read_timeout,
-            self.drain,
-        )
-        .await;
+        Some((stream, prefix, self.drain))
     }
 }
 

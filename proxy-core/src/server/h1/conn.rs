@@ -9,13 +9,14 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 use tokio::io::AsyncWrite;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Sleep;
 
 use super::body::RequestStream;
 use super::head::{self, Refusal, RequestHead};
+use super::reuse::{self, Handler};
 use super::write::{self, Answering, BodyWriter};
 use crate::http::{Downstream, IncomingBody, ResponseBody};
 use crate::net::{Rewound, Stream};
@@ -23,8 +24,10 @@ use crate::route::Pipeline;
 use crate::tls::TlsSession;
 use crate::upstream::h1::{Decoded, Decoder, Framing};
 
-/// Read buffer per connection: a request head (and a small body) in one read.
-const READ_BUFFER: usize = 8 * 1024;
+/// Read buffer while a request is in flight: its head (and a small body) in one read.
+pub(super) const READ_BUFFER: usize = 8 * 1024;
+/// A write buffer up to this size stays with its connection between requests.
+const KEPT_WRITE_BUFFER: usize = 1024;
 /// Body bytes of a request the proxy answered without reading them all that are still
 /// read (and thrown away) to keep the connection; past this it is closed.
 const DRAIN_LIMIT: usize = 64 * 1024;
@@ -65,6 +68,19 @@ pub(super) fn lock(io: &Mutex<Io>) -> MutexGuard<'_, Io> {
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 impl Io {
+    /// Between requests: the read buffer goes back to the worker unless it holds bytes
+    /// the client already sent (a pipelined request), the write buffer if it is large.
+    fn lend_buffers_back(&mut self) {
+        if self.read_buf.is_empty() {
+            reuse::give_read_buffer(std::mem::take(&mut self.read_buf));
+        }
+        // A small one (a head, a short body) costs an idle connection less than
+        // handing it over and back costs every request.
+        if self.write_buf.capacity() > KEPT_WRITE_BUFFER {
+            reuse::give_write_buffer(std::mem::take(&mut self.write_buf));
+        }
+    }
+
     pub(super) fn poll_fill(
         &mut self,
         cx: &mut Context<'_>,
@@ -160,6 +176,7 @@ pub(crate) async fn serve<P: Pipeline>(
     let mut deadline = Box::pin(tokio::time::sleep(header_read_timeout));
     let mut drain = Drain::new(shutdown);
     loop {
+        lock(&io).lend_buffers_back();
         let waiting_since = Instant::now();
         let head = poll_fn(|cx| {
             poll_head(
@@ -179,80 +196,17 @@ pub(crate) async fn serve<P: Pipeline>(
                 return;
             }
         };
-        let RequestHead {
-            mut parts,
-            framing,
-            keep_alive,
-            expects_continue,
-            accepts_trailers,
-            wants_upgrade,
-        } = head;
-        let answering = Answering {
-            version: parts.version,
-            is_head: parts.method == http::Method::HEAD,
-            accepts_trailers,
-        };
-        let body = if framing == Framing::Empty {
-            IncomingBody::empty()
-        } else {
-            let mut shared = lock(&io);
-            shared.body = Decoder::new(framing);
-            shared.continue_owed = expects_continue.then_some(0);
-            drop(shared);
-            IncomingBody::native(RequestStream::new(Arc::clone(&io)))
-        };
-        if let Some(session) = &session {
-            parts.extensions.insert(Arc::clone(session));
-        }
-        let upgrade = wants_upgrade.then(|| {
-            let (sender, upgrade) = DownstreamUpgrade::new();
-            parts.extensions.insert(upgrade);
-            sender
-        });
-
-        let handled = {
-            // Not boxed: that would save an idle keep-alive connection the request future's
-            // kilobytes, but glibc's malloc of that size costs more per request than the
-            // rest of the codec (measured: 24.9k -> 29.5k instructions per request).
-            let mut handle =
-                std::pin::pin!(pipeline.handle(Request::from_parts(parts, body), &downstream));
-            poll_fn(|cx| {
-                loop {
-                    if let Poll::Ready(response) = handle.as_mut().poll(cx) {
-                        return Poll::Ready(Some(response));
-                    }
-                    match lock(&io).poll_client(cx) {
-                        Client::Quiet => return Poll::Pending,
-                        Client::Sent => continue,
-                        Client::Gone => return Poll::Ready(None),
-                    }
-                }
-            })
-            .await
-        };
+        let (handler, request) = start(&io, head, session.as_ref(), pipeline, &downstream);
         // The client went away: dropping the request's future abandons it upstream too.
-        let Some(response) = handled else {
+        let Some(response) = respond(&io, handler).await else {
             tracing::debug!("client closed the connection before its response");
             return;
         };
-
-        let closing = !keep_alive || drain.is_draining();
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
-        let (head, mut body) = response.into_parts();
-        let (framing, close) = {
-            let mut shared = lock(&io);
-            let shared = &mut *shared;
-            shared.write_buf.clear();
-            write::head(
-                &mut shared.write_buf,
-                &head,
-                &body,
-                answering,
-                closing && !switching,
-            )
-        };
-        drop(head);
-        let mut writer = BodyWriter::new(framing, answering);
+        let closing = !request.keep_alive || drain.is_draining();
+        let switching =
+            response.status() == StatusCode::SWITCHING_PROTOCOLS && request.upgrade.is_some();
+        let (mut writer, mut body, close) =
+            write_head(&io, response, request.answering, closing && !switching);
         let written = poll_fn(|cx| writer.poll_write(&io, &mut body, cx)).await;
         drop::<ResponseBody>(body);
         if let Err(error) = written {
@@ -260,7 +214,7 @@ pub(crate) async fn serve<P: Pipeline>(
             return;
         }
         if switching {
-            if let Some(sender) = upgrade {
+            if let Some(sender) = request.upgrade {
                 hand_over(io, sender);
             }
             return;
@@ -270,6 +224,105 @@ pub(crate) async fn serve<P: Pipeline>(
             return;
         }
     }
+}
+
+/// What answering a request needs to know of it once the pipeline has it.
+struct InFlight {
+    answering: Answering,
+    keep_alive: bool,
+    /// Where the connection goes after a `101`, when the client asked to upgrade.
+    upgrade: Option<oneshot::Sender<Rewound>>,
+}
+
+// The steps of one request are plain functions around the two waits (the response,
+// then writing it), so that the head, the request and the response never live across
+// an await: that keeps them out of the connection task, which every idle connection
+// holds.
+
+/// Builds the request from its head and starts the pipeline on it.
+fn start<P: Pipeline>(
+    io: &Arc<Mutex<Io>>,
+    head: RequestHead,
+    session: Option<&Arc<TlsSession>>,
+    pipeline: &'static P,
+    downstream: &Arc<Downstream>,
+) -> (Handler, InFlight) {
+    let RequestHead {
+        mut parts,
+        framing,
+        keep_alive,
+        expects_continue,
+        accepts_trailers,
+        wants_upgrade,
+    } = head;
+    let answering = Answering {
+        version: parts.version,
+        is_head: parts.method == http::Method::HEAD,
+        accepts_trailers,
+    };
+    let body = if framing == Framing::Empty {
+        IncomingBody::empty()
+    } else {
+        let mut shared = lock(io);
+        shared.body = Decoder::new(framing);
+        shared.continue_owed = expects_continue.then_some(0);
+        drop(shared);
+        IncomingBody::native(RequestStream::new(Arc::clone(io)))
+    };
+    if let Some(session) = session {
+        parts.extensions.insert(Arc::clone(session));
+    }
+    let upgrade = wants_upgrade.then(|| {
+        let (sender, upgrade) = DownstreamUpgrade::new();
+        parts.extensions.insert(upgrade);
+        sender
+    });
+    let request = Request::from_parts(parts, body);
+    let handler = Handler::start(pipeline, request, Arc::clone(downstream));
+    let in_flight = InFlight {
+        answering,
+        keep_alive,
+        upgrade,
+    };
+    (handler, in_flight)
+}
+
+/// The pipeline's response, while watching the client; `None` if it went away first.
+async fn respond(io: &Mutex<Io>, mut handler: Handler) -> Option<Response<ResponseBody>> {
+    let response = poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(response) = handler.poll_response(cx) {
+                return Poll::Ready(Some(response));
+            }
+            match lock(io).poll_client(cx) {
+                Client::Quiet => return Poll::Pending,
+                Client::Sent => continue,
+                Client::Gone => return Poll::Ready(None),
+            }
+        }
+    })
+    .await?;
+    handler.finished();
+    Some(response)
+}
+
+/// Encodes the response head into the write buffer; the writer then sends it with the
+/// body. `true` with them: the connection closes after this response.
+fn write_head(
+    io: &Mutex<Io>,
+    response: Response<ResponseBody>,
+    answering: Answering,
+    closing: bool,
+) -> (BodyWriter, ResponseBody, bool) {
+    let (head, body) = response.into_parts();
+    let mut shared = lock(io);
+    let shared = &mut *shared;
+    if shared.write_buf.capacity() == 0 {
+        shared.write_buf = reuse::write_buffer();
+    }
+    shared.write_buf.clear();
+    let (framing, close) = write::head(&mut shared.write_buf, &head, &body, answering, closing);
+    (BodyWriter::new(framing, answering), body, close)
 }
 
 /// Reads until a whole request head is buffered. `Ok(None)`: the client closed (or the
@@ -288,7 +341,14 @@ fn poll_head(
                 return Poll::Ready(Ok(Some(head)));
             }
         }
-        match io.poll_fill(cx, READ_BUFFER) {
+        let progress = if io.read_buf.capacity() == 0 {
+            // Between requests the connection holds no buffer: one is lent once the
+            // client's next bytes are there to read.
+            ready_for_buffer(&mut io, cx)
+        } else {
+            io.poll_fill(cx, READ_BUFFER)
+        };
+        match progress {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Ok(None)),
             Poll::Ready(Ok(_)) => continue,
             Poll::Pending => {}
@@ -307,6 +367,14 @@ fn poll_head(
         }
         return Poll::Pending;
     }
+}
+
+/// Waits for the client's bytes without a buffer, then borrows one: `Ready(Ok(1))`
+/// means there is now something to read into.
+fn ready_for_buffer(io: &mut Io, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    ready!(io.stream.poll_read_ready(cx))?;
+    io.read_buf = reuse::read_buffer(READ_BUFFER);
+    Poll::Ready(Ok(1))
 }
 
 /// The server's drain signal, as a connection watches it.

@@ -15,6 +15,7 @@ use super::filtered::{Exchange, FilteredBody, RequestBytes};
 use super::headers::{into_upstream_form, prepare_response, sanitize_request};
 use super::local_reply::plain_text;
 use super::retry::{Attempt, Clock, RouteWait, wait_head};
+use super::timer::RouteTimer;
 use super::{IncomingBody, LocalReply, RequestBody, ResponseBody};
 use super::{grpc, mirror};
 use crate::cluster::{Cluster, Endpoint, RetryPermit, Selection, UpstreamError};
@@ -37,6 +38,8 @@ pub struct Downstream {
     pub(crate) scheme: &'static str,
     pub(crate) listener: &'static str,
     pub(crate) stats: Arc<ListenerStats>,
+    /// The route timer this connection's requests share.
+    pub(crate) route_timer: RouteTimer,
 }
 
 impl Downstream {
@@ -52,6 +55,7 @@ impl Downstream {
             scheme: "http",
             listener,
             stats,
+            route_timer: RouteTimer::default(),
         }
     }
 }
@@ -387,7 +391,8 @@ impl Upstream<'_> {
                 // Pinned here and lent to `wait_head`: moved into it, the send future
                 // would be stored twice over in this request's future.
                 let sent = std::pin::pin!(cluster.send(endpoint, request));
-                wait_head(sent, body_outcome.take(), &mut clock, self.per_try).await
+                let timer = &self.downstream.route_timer;
+                wait_head(sent, body_outcome.take(), &mut clock, self.per_try, timer).await
             };
             let (attempt, request_bytes) = match wait {
                 RouteWait::Response(Ok(response), bytes) => (Attempt::Response(response), bytes),

@@ -32,20 +32,30 @@ pub(crate) fn prepare_request(
 /// does), so filters and the access log see `x-forwarded-for` and `x-request-id`.
 pub(crate) fn sanitize_request(parts: &mut Parts, downstream: &Downstream) {
     let headers = &mut parts.headers;
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    remove_hop_by_hop(headers);
+    let mut seen = Seen::scan(headers);
+    let te_trailers = seen.te
+        && headers
+            .get(header::TE)
+            .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if remove_hop_by_hop(headers, &seen) {
+        seen = Seen::scan(headers);
+    }
     // `te: trailers` is the one TE value that is end-to-end in practice (gRPC needs it).
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     // 100-continue is answered by the downstream codec when the body is first read; the
     // upstream sees a plain request.
-    headers.remove(header::EXPECT);
+    if seen.expect {
+        headers.remove(header::EXPECT);
+    }
 
     if let Some(peer) = &downstream.peer {
-        append_forwarded_for(headers, peer);
+        if seen.forwarded_for {
+            append_forwarded_for(headers, peer);
+        } else {
+            headers.insert(X_FORWARDED_FOR, peer.clone());
+        }
     }
     // Without a list of trusted hops, a client-supplied value is not believable: the
     // scheme this proxy saw replaces it (Envoy's behaviour for untrusted downstreams).
@@ -53,12 +63,14 @@ pub(crate) fn sanitize_request(parts: &mut Parts, downstream: &Downstream) {
         X_FORWARDED_PROTO,
         HeaderValue::from_static(downstream.scheme),
     );
-    if !headers.contains_key(X_REQUEST_ID) {
+    if !seen.request_id {
         headers.insert(X_REQUEST_ID, request_id::generate());
     }
     // A client cannot vouch for its own certificate: what it sent is dropped, and on a
     // mutual-TLS connection the verified identity is set (Envoy's `SANITIZE_SET`).
-    headers.remove(X_FORWARDED_CLIENT_CERT);
+    if seen.client_cert {
+        headers.remove(X_FORWARDED_CLIENT_CERT);
+    }
     let identity = parts
         .extensions
         .get::<std::sync::Arc<crate::tls::TlsSession>>()
@@ -81,26 +93,66 @@ pub(crate) fn into_upstream_form(parts: &mut Parts, protocol: UpstreamProtocol) 
 /// a proxy-generated reply from an origin's.
 pub(crate) fn prepare_response(response: &mut Response<ResponseBody>) {
     let headers = response.headers_mut();
-    remove_hop_by_hop(headers);
-    headers.remove(RESPONSE_FLAGS_HEADER);
+    let mut seen = Seen::scan(headers);
+    if remove_hop_by_hop(headers, &seen) {
+        seen = Seen::scan(headers);
+    }
+    if seen.response_flags {
+        headers.remove(RESPONSE_FLAGS_HEADER);
+    }
+}
+
+/// Which of the fields the proxy removes or edits a message carries, from one pass over
+/// its names: most messages carry none of them, and every lookup hashes a name and
+/// probes the map.
+#[derive(Debug, Default)]
+struct Seen {
+    connection: bool,
+    /// One of the hop-by-hop fields RFC 9110 §7.6.1 lists besides `Connection`.
+    fixed_hop_by_hop: bool,
+    te: bool,
+    expect: bool,
+    forwarded_for: bool,
+    request_id: bool,
+    client_cert: bool,
+    response_flags: bool,
+}
+
+impl Seen {
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut seen = Seen::default();
+        for name in headers.keys() {
+            if name == header::CONNECTION {
+                seen.connection = true;
+            } else if name == header::TE {
+                seen.te = true;
+                seen.fixed_hop_by_hop = true;
+            } else if is_fixed_hop_by_hop(name) {
+                seen.fixed_hop_by_hop = true;
+            } else if name == header::EXPECT {
+                seen.expect = true;
+            } else if name == X_FORWARDED_FOR {
+                seen.forwarded_for = true;
+            } else if name == X_REQUEST_ID {
+                seen.request_id = true;
+            } else if name == X_FORWARDED_CLIENT_CERT {
+                seen.client_cert = true;
+            } else if name == RESPONSE_FLAGS_HEADER {
+                seen.response_flags = true;
+            }
+        }
+        seen
+    }
 }
 
 /// Drops the fields that describe one connection rather than the message: those named
-/// in `Connection`, and the fixed set RFC 9110 §7.6.1 lists.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: most messages carry none of these fields (or only
-    // `Connection`), and every `remove` hashes its name and probes the map.
-    let mut connection = false;
-    let mut fixed = false;
-    for name in headers.keys() {
-        if name == header::CONNECTION {
-            connection = true;
-        } else if is_fixed_hop_by_hop(name) {
-            fixed = true;
-        }
-    }
-    if connection {
+/// in `Connection`, and the fixed set RFC 9110 §7.6.1 lists. `true` when `Connection`
+/// named other fields, which are gone now too (so `seen` no longer describes `headers`).
+fn remove_hop_by_hop(headers: &mut HeaderMap, seen: &Seen) -> bool {
+    let mut named_others = false;
+    if seen.connection {
         if names_other_fields(headers) {
+            named_others = true;
             let named: Vec<HeaderName> = headers
                 .get_all(header::CONNECTION)
                 .iter()
@@ -114,7 +166,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(header::CONNECTION);
     }
-    if fixed {
+    if seen.fixed_hop_by_hop {
         for name in [
             KEEP_ALIVE,
             PROXY_CONNECTION,
@@ -125,6 +177,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+    named_others
 }
 
 /// The hop-by-hop fields RFC 9110 §7.6.1 lists besides `Connection`.
@@ -300,6 +353,46 @@ mod tests {
         let mut parts = request(|b| b.uri("/").header("x-request-id", "abc"));
         prepare_request(&mut parts, &downstream(), UpstreamProtocol::Http1);
         assert_eq!(parts.headers["x-request-id"], "abc");
+    }
+
+    #[test]
+    fn fields_connection_names_are_gone_before_the_proxy_adds_its_own() {
+        // `Connection` naming the proxy's own fields: the client's values are hop-by-hop,
+        // so the proxy's edits see them absent (a fresh id, a fresh forwarding chain).
+        let mut parts = request(|b| {
+            b.uri("/")
+                .header(
+                    "connection",
+                    "x-request-id, x-forwarded-for, x-forwarded-client-cert",
+                )
+                .header("x-request-id", "from-the-client")
+                .header("x-forwarded-for", "6.6.6.6")
+                .header("x-forwarded-client-cert", "By=forged")
+        });
+        prepare_request(&mut parts, &downstream(), UpstreamProtocol::Http1);
+        assert_eq!(parts.headers["x-request-id"].len(), 36);
+        assert_eq!(parts.headers["x-forwarded-for"], "10.1.2.3");
+        assert!(!parts.headers.contains_key("x-forwarded-client-cert"));
+        assert!(!parts.headers.contains_key("connection"));
+    }
+
+    #[test]
+    fn an_origin_cannot_set_the_proxy_response_flags_or_hop_by_hop_fields() {
+        let mut response = http::Response::builder()
+            .header("connection", "close, x-private")
+            .header("x-private", "1")
+            .header("transfer-encoding", "chunked")
+            .header(RESPONSE_FLAGS_HEADER, "UF")
+            .header("content-type", "text/plain")
+            .body(ResponseBody::empty())
+            .unwrap();
+        prepare_response(&mut response);
+        let names: Vec<&str> = response
+            .headers()
+            .keys()
+            .map(|name| name.as_str())
+            .collect();
+        assert_eq!(names, ["content-type"]);
     }
 
     #[test]

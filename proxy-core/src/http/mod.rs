@@ -15,6 +15,7 @@ mod local_reply;
 mod mirror;
 mod request_id;
 mod retry;
+mod timer;
 pub(crate) mod wire;
 
 // The `http` crate's types, so filters written against proxy-core need no other

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::ResponseBody;
 use super::body::BodyOutcome;
 use super::filtered::RequestBytes;
+use super::timer::RouteTimer;
 use crate::cluster::UpstreamError;
 use crate::route::RetryPolicy;
 
@@ -100,6 +101,7 @@ pub(super) async fn wait_head<T>(
     body_outcome: Option<oneshot::Receiver<BodyOutcome>>,
     clock: &mut Clock,
     per_try: Option<Duration>,
+    timer: &RouteTimer,
 ) -> RouteWait<T> {
     let mut request_bytes = RequestBytes::Known(0);
     if let Some(mut body_outcome) = body_outcome {
@@ -131,10 +133,10 @@ pub(super) async fn wait_head<T>(
         (Some(route), Some(per_try)) if per_try < route => (per_try, true),
         (Some(route), Some(_)) => (route, false),
     };
-    match tokio::time::timeout_at(limit, sent).await {
-        Ok(result) => RouteWait::Response(result, request_bytes),
-        Err(_) if per_try_first => RouteWait::PerTryTimedOut(request_bytes),
-        Err(_) => RouteWait::TimedOut(request_bytes),
+    match timer.limit(limit, sent).await {
+        Some(result) => RouteWait::Response(result, request_bytes),
+        None if per_try_first => RouteWait::PerTryTimedOut(request_bytes),
+        None => RouteWait::TimedOut(request_bytes),
     }
 }
 

@@ -529,6 +529,8 @@ impl Cluster {
                 return Ok(response);
             }
             let (head, stream) = h1::ResponseStream::new(exchanged, endpoint.pool().clone());
+            // The request head is written: its map serves the next head parsed here.
+            crate::http::wire::recycle(parts.headers);
             return Ok(Response::from_parts(
                 head,
                 ResponseBody::http1(stream, in_flight),

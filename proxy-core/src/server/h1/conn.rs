@@ -322,6 +322,7 @@ fn write_head(
     }
     shared.write_buf.clear();
     let (framing, close) = write::head(&mut shared.write_buf, &head, &body, answering, closing);
+    crate::http::wire::recycle(head.headers);
     (BodyWriter::new(framing, answering), body, close)
 }
 

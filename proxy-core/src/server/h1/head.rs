@@ -104,7 +104,7 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> 
     // Room for the fields the proxy adds (`x-forwarded-for`, `x-forwarded-proto`,
     // `x-request-id`, ...) without the map growing and rehashing mid-request.
     let mut headers = spans
-        .into_map(&head, ADDED_FIELDS)
+        .to_map(&head, ADDED_FIELDS)
         .map_err(Refusal::BadRequest)?;
     if fields.codings.present && fields.content_length.is_some() {
         // Transfer-Encoding wins (RFC 9112 §6.3 item 3); the length must not travel on.

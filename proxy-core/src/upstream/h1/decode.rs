@@ -89,7 +89,7 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     let head = buf.split_to(len).freeze();
     // Room for a `content-length` put back and a session cookie or two, without the map
     // growing mid-response.
-    let mut headers = spans.into_map(&head, 3).map_err(Error::InvalidHeader)?;
+    let mut headers = spans.to_map(&head, 3).map_err(Error::InvalidHeader)?;
     // One `Content-Length` goes on, whatever repeats the origin sent, and none beside
     // `Transfer-Encoding` (RFC 9112 §6.3 item 3) or when the values disagree.
     match (

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Memory of idle keep-alive client connections: VmRSS of a proxy binary before and after
+# CONNECTIONS clients each send one request, read the response and stay connected.
+#
+#   benches/scripts/idle-connections.sh [BINARY]      # default: target/release/edge
+#   CONNECTIONS=10000 benches/scripts/idle-connections.sh target/dist/edge
+#
+# The binary runs with one worker (`--concurrency 1`) on a free port (EDGE_ADDR), with
+# API_ADDR pointing at a tiny upstream this script runs; each client in turn sends
+# `GET /api/idle` over its own connection and reads the response. Prints idle RSS, the RSS added by the idle
+# connections and the cost per connection. Each process (this script's clients, the
+# proxy) needs an open-file limit above CONNECTIONS: raised here when the hard limit allows.
+set -euo pipefail
+
+BINARY=${1:-${CARGO_TARGET_DIR:-target}/release/edge}
+CONNECTIONS=${CONNECTIONS:-10000}
+[[ -x $BINARY ]] || { echo "no executable at $BINARY (cargo build --release -p edge)" >&2; exit 1; }
+ulimit -n "$(( CONNECTIONS + 1000 ))" 2>/dev/null || {
+    echo "cannot raise the open-file limit to $(( CONNECTIONS + 1000 )) (ulimit -Hn: $(ulimit -Hn))" >&2
+    exit 1
+}
+
+exec python3 - "$BINARY" "$CONNECTIONS" <<'PY'
+import os, socket, subprocess, sys, threading, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from socketserver import ThreadingMixIn
+
+binary, count = sys.argv[1], int(sys.argv[2])
+
+class Upstream(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+    def log_message(self, *args):
+        pass
+
+class Server(ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+
+upstream = Server(("127.0.0.1", 0), Upstream)
+threading.Thread(target=upstream.serve_forever, daemon=True).start()
+
+with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+
+env = dict(os.environ, EDGE_ADDR=f"127.0.0.1:{port}",
+           API_ADDR=f"127.0.0.1:{upstream.server_address[1]}",
+           HUGO_SOCK="/nonexistent/idle-connections.sock")
+proxy = subprocess.Popen([binary, "--log-level", "error", "--concurrency", "1"], env=env)
+
+def rss_kib():
+    with open(f"/proc/{proxy.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+REQUEST = b"GET /api/idle HTTP/1.1\r\nhost: idle\r\n\r\n"
+
+def answered(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("the proxy closed a connection")
+        data += chunk
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"unexpected response: {data[:60]!r}")
+
+try:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as first:
+                first.sendall(REQUEST)
+                answered(first)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the proxy did not start")
+            time.sleep(0.05)
+    time.sleep(0.5)
+    idle = rss_kib()
+    clients = []
+    # One request at a time: the tiny upstream serves them over one pooled connection.
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(REQUEST)
+        answered(sock)
+        clients.append(sock)
+    time.sleep(1)
+    loaded = rss_kib()
+    added = loaded - idle
+    print(f"binary: {binary}")
+    print(f"idle RSS: {idle / 1024:.1f} MiB")
+    print(f"{count} idle keep-alive connections added: {added / 1024:.1f} MiB "
+          f"({added * 1024 / count / 1000:.1f} kB each)")
+finally:
+    proxy.terminate()
+    proxy.wait()
+PY

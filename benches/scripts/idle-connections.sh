@@ -20,35 +20,22 @@ ulimit -n "$(( CONNECTIONS + 1000 ))" 2>/dev/null || {
     exit 1
 }
 
-exec python3 - "$BINARY" "$CONNECTIONS" <<'PY'
-import os, socket, subprocess, sys, threading, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from socketserver import ThreadingMixIn
+exec python3 - "$(dirname "$0")" "$BINARY" "$CONNECTIONS" <<'PY'
+import os, socket, subprocess, sys, time
 
-binary, count = sys.argv[1], int(sys.argv[2])
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, sys.argv[1])
+import tiny_upstream
 
-class Upstream(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("content-length", "3")
-        self.end_headers()
-        self.wfile.write(b"ok\n")
-    def log_message(self, *args):
-        pass
-
-class Server(ThreadingMixIn, HTTPServer):
-    daemon_threads = True
-
-upstream = Server(("127.0.0.1", 0), Upstream)
-threading.Thread(target=upstream.serve_forever, daemon=True).start()
+binary, count = sys.argv[2], int(sys.argv[3])
+upstream_port = tiny_upstream.start()
 
 with socket.socket() as probe:
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
 
 env = dict(os.environ, EDGE_ADDR=f"127.0.0.1:{port}",
-           API_ADDR=f"127.0.0.1:{upstream.server_address[1]}",
+           API_ADDR=f"127.0.0.1:{upstream_port}",
            HUGO_SOCK="/nonexistent/idle-connections.sock")
 proxy = subprocess.Popen([binary, "--log-level", "error", "--concurrency", "1"], env=env)
 

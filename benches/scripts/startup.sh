@@ -20,24 +20,15 @@ RUNS=${RUNS:-20}
 POLLER=${POLLER:-python}
 [[ -x $BINARY ]] || { echo "no executable at $BINARY (cargo build --release -p edge)" >&2; exit 1; }
 
-exec python3 - "$BINARY" "$RUNS" "$POLLER" <<'PY'
-import os, socket, statistics, subprocess, sys, threading, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+exec python3 - "$(dirname "$0")" "$BINARY" "$RUNS" "$POLLER" <<'PY'
+import os, socket, statistics, subprocess, sys, time
 
-binary, runs, poller = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, sys.argv[1])
+import tiny_upstream
 
-class Upstream(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("content-length", "3")
-        self.end_headers()
-        self.wfile.write(b"ok\n")
-    def log_message(self, *args):
-        pass
-
-upstream = HTTPServer(("127.0.0.1", 0), Upstream)
-threading.Thread(target=upstream.serve_forever, daemon=True).start()
+binary, runs, poller = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+upstream_port = tiny_upstream.start()
 
 def free_port():
     with socket.socket() as s:
@@ -77,7 +68,7 @@ times, status = [], None
 for _ in range(runs):
     port = free_port()
     env = dict(os.environ, EDGE_ADDR=f"127.0.0.1:{port}",
-               API_ADDR=f"127.0.0.1:{upstream.server_port}", RUST_LOG="error")
+               API_ADDR=f"127.0.0.1:{upstream_port}", RUST_LOG="error")
     start = time.perf_counter()
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -16,11 +16,11 @@ use tokio::time::Sleep;
 
 use super::body::RequestStream;
 use super::head::{self, Refusal, RequestHead};
-use super::reuse::{self, Handler};
 use super::write::{self, Answering, BodyWriter};
 use crate::http::{Downstream, IncomingBody, ResponseBody};
 use crate::net::{Rewound, Stream};
 use crate::route::Pipeline;
+use crate::server::reuse::{self, Handler};
 use crate::tls::TlsSession;
 use crate::upstream::h1::{Decoded, Decoder, Framing};
 

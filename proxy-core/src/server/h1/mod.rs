@@ -14,7 +14,6 @@
 mod body;
 mod conn;
 mod head;
-mod reuse;
 mod write;
 
 pub(crate) use body::RequestStream;
@@ -22,5 +21,5 @@ pub(crate) use conn::{DownstreamUpgrade, serve};
 
 /// A read buffer lent by this worker, for the first bytes of a connection.
 pub(crate) fn read_buffer() -> bytes::BytesMut {
-    reuse::read_buffer(conn::READ_BUFFER)
+    super::reuse::read_buffer(conn::READ_BUFFER)
 }

@@ -5,6 +5,10 @@
 //! allocator call on the hot path (glibc's malloc for blocks of this size costs more
 //! than the rest of the codec).
 //!
+//! hyper's connections (HTTP/2, and HTTP/1.1 under `--http1 hyper`) use the handlers
+//! too: hyper spawns a task per HTTP/2 stream holding the service's future, which with a
+//! lent handler is a few words instead of the whole exchange.
+//!
 //! Workers are single-threaded runtimes, so a thread-local list is each worker's own,
 //! with no contention. What a worker keeps is bounded by [`KEPT`] per kind.
 

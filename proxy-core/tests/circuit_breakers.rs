@@ -315,6 +315,7 @@ async fn requests_count_in_flight_until_the_response_body_ends() {
     // The head has arrived, the body has not: still one request in flight.
     assert_eq!(endpoint.active_requests(), 1);
     assert_eq!(cluster.circuit_breaker_stats().remaining_rq.get(), 1023);
+    assert_eq!(cluster.stats().upstream_rq_active.get(), 1);
 
     streaming.gate.add_permits(1);
     let mut body = String::new();
@@ -323,7 +324,7 @@ async fn requests_count_in_flight_until_the_response_body_ends() {
         .unwrap();
     assert_eq!(body, "body");
     eventually("the request ends with its body", || {
-        endpoint.active_requests() == 0
+        endpoint.active_requests() == 0 && cluster.stats().upstream_rq_active.get() == 0
     })
     .await;
     assert_eq!(cluster.circuit_breaker_stats().remaining_rq.get(), 1024);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::Notify;
 
 use super::{Cluster, Endpoint, UpstreamError, UpstreamProtocol};
-use crate::stats::{CircuitBreakerStats, GaugeGuard};
+use crate::stats::{CircuitBreakerStats, ClusterStats, GaugeGuard};
 
 use super::endpoint::ActiveRequest;
 
@@ -145,9 +145,18 @@ pub(crate) struct Breakers {
     /// Wakes pending requests when a connection slot frees or a request ends (its
     /// connection may be back in a pool). Only notified while someone is pending.
     changed: Notify,
+    /// The cluster's stats: `upstream_rq_active` follows the request slots.
+    stats: Arc<ClusterStats>,
 }
 
 impl Breakers {
+    pub(crate) fn new(stats: Arc<ClusterStats>) -> Self {
+        Self {
+            stats,
+            ..Self::default()
+        }
+    }
+
     /// Tells pending requests that something may have freed up. The load pairs with
     /// [`Cluster::wait_for_connection`]: it counts itself pending (sequentially
     /// consistent) before it checks the pool and slots again, so either it sees what was
@@ -196,6 +205,7 @@ struct RequestSlot(Arc<Breakers>);
 impl Drop for RequestSlot {
     fn drop(&mut self) {
         self.0.requests.fetch_sub(1, Ordering::SeqCst);
+        self.0.stats.upstream_rq_active.dec();
         // The request's HTTP/1.1 connection was put back in its pool just before (see
         // `ResponseBody`): a pending request for that endpoint can take it.
         self.0.wake_pending();
@@ -329,6 +339,9 @@ impl Cluster {
             self.stats.upstream_rq_pending_overflow.inc();
             return Err(UpstreamError::Overflow("max_requests"));
         }
+        // Active from admission until the response body ends (Envoy's meaning), as the
+        // request slot is.
+        self.stats.upstream_rq_active.inc();
         Ok(InFlight {
             _endpoint: endpoint.track_request(),
             _request: RequestSlot(Arc::clone(breakers)),

@@ -193,15 +193,16 @@ impl Cluster {
             .into_iter()
             .map(|endpoint| Endpoint::new(endpoint, &options))
             .collect();
+        let stats = Arc::new(ClusterStats::default());
         Self {
             name,
             endpoints,
             options,
             balancer,
-            stats: Arc::default(),
+            stats: Arc::clone(&stats),
             tls: None,
             health: health::ClusterHealth::default(),
-            breakers: Arc::default(),
+            breakers: Arc::new(breaker::Breakers::new(stats)),
             outlier: outlier::ClusterOutlier::default(),
             sessions,
             session_table,

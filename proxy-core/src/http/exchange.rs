@@ -387,7 +387,6 @@ impl Upstream<'_> {
         loop {
             let endpoint = selection.endpoint;
             let wait = {
-                let _in_flight = GaugeGuard::new(&cluster.stats().upstream_rq_active);
                 // Pinned here and lent to `wait_head`: moved into it, the send future
                 // would be stored twice over in this request's future.
                 let sent = std::pin::pin!(cluster.send(endpoint, request));

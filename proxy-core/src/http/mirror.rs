@@ -41,7 +41,6 @@ use super::headers::into_upstream_form;
 use super::{RequestBody, ResponseBody};
 use crate::cluster::Cluster;
 use crate::route::Mirror;
-use crate::stats::GaugeGuard;
 
 /// The mirrors that get a copy of this request: each drawn with its own probability.
 /// No allocation unless at least one is drawn.
@@ -73,10 +72,7 @@ pub(crate) fn spawn(
         let endpoint = selection.endpoint;
         let body = body.map_or_else(RequestBody::empty, RequestBody::replay);
         let request = Request::from_parts(parts, body);
-        let sent = async {
-            let _in_flight = GaugeGuard::new(&cluster.stats().upstream_rq_active);
-            cluster.send(endpoint, request).await
-        };
+        let sent = cluster.send(endpoint, request);
         let response = match deadline {
             None => sent.await,
             Some(deadline) => match tokio::time::timeout_at(deadline, sent).await {

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::conn::{Io, lock};
-use crate::upstream::h1::{Decoded, Decoder, Error};
+use crate::upstream::h1::{Decoded, Error};
 
 /// The body of the request a native HTTP/1.1 connection is serving, read straight off
 /// the connection when the proxy asks for it (so an upload streams upstream at the
@@ -32,11 +32,7 @@ impl RequestStream {
         if self.done {
             return SizeHint::with_exact(0);
         }
-        match lock(&self.io).body {
-            Decoder::Length(left) => SizeHint::with_exact(left),
-            Decoder::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
+        lock(&self.io).body.size_hint()
     }
 
     pub(crate) fn poll_frame(

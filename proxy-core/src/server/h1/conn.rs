@@ -159,13 +159,10 @@ pub(crate) async fn serve<P: Pipeline>(
     header_read_timeout: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
-    let mut read_buf = prefix;
-    if read_buf.capacity() < READ_BUFFER {
-        read_buf.reserve(READ_BUFFER - read_buf.len());
-    }
+    // An empty `prefix` needs no room of its own: the first wait for a head lends one.
     let io = Arc::new(Mutex::new(Io {
         stream,
-        read_buf,
+        read_buf: prefix,
         write_buf: Vec::new(),
         body: Decoder::Done,
         body_failed: false,

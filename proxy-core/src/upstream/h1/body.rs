@@ -49,11 +49,7 @@ impl ResponseStream {
     }
 
     pub(crate) fn size_hint(&self) -> SizeHint {
-        match self.decoder {
-            Decoder::Length(left) => SizeHint::with_exact(left),
-            Decoder::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
+        self.decoder.size_hint()
     }
 
     pub(crate) fn poll_frame(

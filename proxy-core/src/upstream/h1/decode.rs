@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version, response};
-use http_body::Frame;
+use http_body::{Frame, SizeHint};
 
 use super::{Error, MAX_HEAD_BYTES};
 use crate::http::wire::{Codings, ConnectionTokens, MAX_FIELDS, Spans, parse_length};
@@ -256,6 +256,15 @@ impl Decoder {
 
     pub(crate) fn is_done(&self) -> bool {
         matches!(self, Decoder::Done)
+    }
+
+    /// What is known of the body's remaining size.
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        match self {
+            Decoder::Length(left) => SizeHint::with_exact(*left),
+            Decoder::Done => SizeHint::with_exact(0),
+            Decoder::Chunked(_) | Decoder::UntilClose => SizeHint::default(),
+        }
     }
 
     /// Bytes of buffer room worth having for the next read: the rest of a known-length

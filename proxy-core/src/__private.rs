@@ -25,8 +25,9 @@ pub use crate::http::IncomingBody;
 pub use crate::http::{Downstream, ResponseBody, exchange};
 pub use crate::listener::ListenerConfig;
 pub use crate::route::{
-    DirectResponse, Pipeline, Redirect, RetryOn, RetryPolicy, Route, RouteAction, RoutePolicy,
-    Router, Targets, host_has_prefix, host_has_suffix, host_is, request_host,
+    DirectResponse, Pipeline, RawRequest, Redirect, Relay, RetryOn, RetryPolicy, Route,
+    RouteAction, RoutePolicy, RouteRequest, Router, Targets, host_has_prefix, host_has_suffix,
+    host_is,
 };
 pub use ::http::{Request, Response};
 
@@ -65,17 +66,4 @@ pub const fn socket_v6(s: [u16; 8], port: u16) -> SocketAddr {
         )),
         port,
     )
-}
-
-/// Whether `name` is present with exactly `value` (byte comparison, as Envoy's
-/// `exact_match`). A repeated header matches if any of its values does.
-#[inline]
-pub fn header_value_is(headers: &http::HeaderMap, name: &http::HeaderName, value: &[u8]) -> bool {
-    headers.get_all(name).iter().any(|v| v.as_bytes() == value)
-}
-
-/// Whether `name` is present at all.
-#[inline]
-pub fn header_present(headers: &http::HeaderMap, name: &http::HeaderName) -> bool {
-    headers.contains_key(name)
 }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use proxy_core::cluster::Cluster;
 use proxy_core::config::{BindAddress, EndpointAddress};
 use proxy_core::listener::ListenerConfig;
-use proxy_core::route::{Route, RouteAction, RoutePolicy, Router, Unfiltered};
+use proxy_core::route::{Route, RouteAction, RoutePolicy, RouteRequest, Router, Unfiltered};
 use proxy_core::server::{Http1Codec, Server, ServerSettings};
 use support::within;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -671,8 +671,8 @@ struct UnderSlash {
 }
 
 impl Router for UnderSlash {
-    fn route(&self, request: &http::request::Parts) -> Route<'_> {
-        if !request.uri.path().starts_with('/') {
+    fn route<Q: RouteRequest + ?Sized>(&self, request: &Q) -> Route<'_> {
+        if !request.path().starts_with('/') {
             return Route::none(0);
         }
         Route {

@@ -15,7 +15,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use proxy_core::config::EndpointAddress;
 use proxy_core::route::{
-    RetryOn, RetryPolicy, Route, RouteAction, RoutePolicy, Router, Targets, Unfiltered,
+    RetryOn, RetryPolicy, Route, RouteAction, RoutePolicy, RouteRequest, Router, Targets,
+    Unfiltered,
 };
 use proxy_core::server::Server;
 use support::{
@@ -94,7 +95,7 @@ struct SplitRouter {
 }
 
 impl Router for SplitRouter {
-    fn route(&self, _: &http::request::Parts) -> Route<'_> {
+    fn route<Q: RouteRequest + ?Sized>(&self, _: &Q) -> Route<'_> {
         Route {
             action: RouteAction::Split(&self.targets, &self.policy),
             chain: 0,

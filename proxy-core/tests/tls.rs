@@ -25,7 +25,7 @@ use proxy_core::config::{BindAddress, EndpointAddress, Inputs};
 use proxy_core::http::{Downstream, ResponseBody, exchange};
 use proxy_core::listener::ListenerConfig;
 use proxy_core::net::Stream;
-use proxy_core::route::{Pipeline, Route, RouteAction, RoutePolicy, Router};
+use proxy_core::route::{Pipeline, Route, RouteAction, RoutePolicy, RouteRequest, Router};
 use proxy_core::server::{Server, ServerSettings};
 use proxy_core::tls::{
     CertificateSpec, ServerTls, ServerTlsSpec, TlsError, TlsSession, TlsVersion, UpstreamTls,
@@ -179,7 +179,7 @@ struct TestPipeline {
 }
 
 impl Router for TestPipeline {
-    fn route(&self, _request: &http::request::Parts) -> Route<'_> {
+    fn route<Q: RouteRequest + ?Sized>(&self, _request: &Q) -> Route<'_> {
         static POLICY: RoutePolicy = RoutePolicy::new("test/upstream/0", None);
         match &self.upstream {
             Some(cluster) => Route {

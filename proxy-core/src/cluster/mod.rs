@@ -409,6 +409,14 @@ impl Cluster {
         })
     }
 
+    /// Whether choosing an endpoint reads the request: session persistence, or
+    /// consistent hashing under a hash policy. Otherwise [`Self::select`] for a first
+    /// attempt is [`Self::pick`].
+    pub(crate) fn selects_by_request(&self) -> bool {
+        self.sessions.is_some()
+            || (self.options.lb_policy.is_consistent_hash() && self.options.hash_policy.is_some())
+    }
+
     /// Tells outlier detection that a request to `endpoint` timed out (the route's or a
     /// per-try timeout): a gateway failure, though `send` never returned.
     ///
@@ -467,31 +475,50 @@ impl Cluster {
         endpoint: &Endpoint,
         request: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        let in_flight = self.admit_request(endpoint)?;
-        self.stats.upstream_rq_total.inc();
+        let in_flight = self.admit(endpoint)?;
         let result = match self.options.protocol {
             UpstreamProtocol::Http1 => self.send_http1(endpoint, request, in_flight).await,
             UpstreamProtocol::Http2 => self.send_http2(endpoint, request, in_flight).await,
         };
         match &result {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                self.stats.count_status(status);
-                self.outlier_status(endpoint, status);
-            }
-            Err(UpstreamError::Reset(_)) => {
+            Ok(response) => self.count_response(endpoint, response.status().as_u16()),
+            Err(error) => self.count_failure(endpoint, error),
+        }
+        result
+    }
+
+    /// A request's admission under `max_requests`, counted in `upstream_rq_total`: the
+    /// first step of [`Self::send`] (and of the relay path, which then counts its outcome
+    /// with [`Self::count_response`] or [`Self::count_failure`], as `send` does).
+    pub(crate) fn admit(&self, endpoint: &Endpoint) -> Result<InFlight, UpstreamError> {
+        let in_flight = self.admit_request(endpoint)?;
+        self.stats.upstream_rq_total.inc();
+        Ok(in_flight)
+    }
+
+    /// An upstream response head from `endpoint`: `upstream_rq_<class>` and outlier
+    /// detection.
+    pub(crate) fn count_response(&self, endpoint: &Endpoint, status: u16) {
+        self.stats.count_status(status);
+        self.outlier_status(endpoint, status);
+    }
+
+    /// A request that got no response from `endpoint`: a connect failure or reset is
+    /// charged as a 503 (Envoy's accounting) and reported to outlier detection.
+    pub(crate) fn count_failure(&self, endpoint: &Endpoint, error: &UpstreamError) {
+        match error {
+            UpstreamError::Reset(_) => {
                 self.stats.upstream_rq_reset.inc();
                 self.stats.upstream_rq_5xx.inc();
                 self.outlier_status(endpoint, outlier::LOCAL_FAILURE_STATUS);
             }
-            Err(UpstreamError::Connect(_)) => {
+            UpstreamError::Connect(_) => {
                 self.stats.upstream_rq_5xx.inc();
                 self.outlier_status(endpoint, outlier::LOCAL_FAILURE_STATUS);
             }
             // The proxy's own limit, or the client's doing: not the endpoint's.
-            Err(UpstreamError::Overflow(_) | UpstreamError::Downstream(_)) => {}
+            UpstreamError::Overflow(_) | UpstreamError::Downstream(_) => {}
         }
-        result
     }
 
     async fn send_http1(
@@ -503,9 +530,6 @@ impl Cluster {
         let (parts, mut body) = request.into_parts();
         loop {
             let conn = self.http1_connection(endpoint).await?;
-            if !conn.is_fresh() {
-                self.stats.upstream_cx_reuse.inc();
-            }
             let exchanged = match h1::send(conn, &parts, &mut body).await {
                 Ok(exchanged) => exchanged,
                 // The origin had closed an idle connection and saw nothing of the request:
@@ -521,22 +545,30 @@ impl Cluster {
                     });
                 }
             };
-            if exchanged.head.status == http::StatusCode::SWITCHING_PROTOCOLS {
-                // The connection now belongs to the tunnel, not the pool.
-                let mut response = Response::from_parts(exchanged.head, ResponseBody::empty());
-                response
-                    .extensions_mut()
-                    .insert(h1::UpstreamUpgrade::new(*exchanged.conn));
-                return Ok(response);
-            }
-            let (head, stream) = h1::ResponseStream::new(exchanged, endpoint.pool().clone());
             // The request head is written: its map serves the next head parsed here.
             crate::http::wire::recycle(parts.headers);
-            return Ok(Response::from_parts(
-                head,
-                ResponseBody::http1(stream, in_flight),
-            ));
+            return Ok(Self::http1_response(exchanged, endpoint, in_flight));
         }
+    }
+
+    /// The response of an HTTP/1.1 exchange, its body read off the connection (which
+    /// then goes back to `endpoint`'s pool), or after a `101` the connection itself for
+    /// the tunnel.
+    pub(crate) fn http1_response(
+        exchanged: h1::Exchanged,
+        endpoint: &Endpoint,
+        in_flight: InFlight,
+    ) -> Response<ResponseBody> {
+        if exchanged.head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now belongs to the tunnel, not the pool.
+            let mut response = Response::from_parts(exchanged.head, ResponseBody::empty());
+            response
+                .extensions_mut()
+                .insert(h1::UpstreamUpgrade::new(*exchanged.conn));
+            return response;
+        }
+        let (head, stream) = h1::ResponseStream::new(exchanged, endpoint.pool().clone());
+        Response::from_parts(head, ResponseBody::http1(stream, in_flight))
     }
 
     /// A connection to `endpoint`: an idle pooled one, else a new one, waiting as a
@@ -546,14 +578,30 @@ impl Cluster {
     /// future is as large as the largest path through it, and each caller up to hyper
     /// stores (and moves) it whole; the dial path (TCP or TLS connect, handshake) is
     /// kilobytes that a request on a pooled connection would otherwise carry and copy.
-    async fn http1_connection(
+    pub(crate) async fn http1_connection(
         &self,
         endpoint: &Endpoint,
     ) -> Result<Box<h1::Connection>, UpstreamError> {
-        match endpoint.pool().checkout() {
-            Some(conn) => Ok(conn),
-            None => Box::pin(self.new_http1_connection(endpoint)).await,
+        if let Some(conn) = self.pooled_http1_connection(endpoint) {
+            return Ok(conn);
         }
+        let conn = Box::pin(self.new_http1_connection(endpoint)).await?;
+        if !conn.is_fresh() {
+            self.stats.upstream_cx_reuse.inc();
+        }
+        Ok(conn)
+    }
+
+    /// An idle pooled connection to `endpoint`, counted as reused.
+    pub(crate) fn pooled_http1_connection(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Option<Box<h1::Connection>> {
+        let conn = endpoint.pool().checkout()?;
+        if !conn.is_fresh() {
+            self.stats.upstream_cx_reuse.inc();
+        }
+        Some(conn)
     }
 
     /// [`Self::http1_connection`] when the pool had nothing: wait for a slot (or a

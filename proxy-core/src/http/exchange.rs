@@ -182,20 +182,25 @@ impl Outcome {
     }
 
     fn reply(reply: LocalReply, stats: &ListenerStats) -> Self {
-        let counter = match reply {
-            LocalReply::NoRoute => &stats.no_route,
-            LocalReply::NoHealthyUpstream => &stats.no_healthy_upstream,
-            LocalReply::ConnectFailure => &stats.upstream_connect_fail,
-            LocalReply::UpstreamReset => &stats.upstream_reset,
-            LocalReply::UpstreamTimeout => &stats.upstream_timeout,
-            LocalReply::UpstreamOverflow => &stats.upstream_overflow,
-        };
-        counter.inc();
         Self {
             proxy_error: true,
-            ..Self::local(reply.into_response(), reply.flag())
+            ..Self::local(local_reply(reply, stats), reply.flag())
         }
     }
+}
+
+/// The proxy's answer in place of an upstream's, counted under its listener stat.
+pub(crate) fn local_reply(reply: LocalReply, stats: &ListenerStats) -> Response<ResponseBody> {
+    let counter = match reply {
+        LocalReply::NoRoute => &stats.no_route,
+        LocalReply::NoHealthyUpstream => &stats.no_healthy_upstream,
+        LocalReply::ConnectFailure => &stats.upstream_connect_fail,
+        LocalReply::UpstreamReset => &stats.upstream_reset,
+        LocalReply::UpstreamTimeout => &stats.upstream_timeout,
+        LocalReply::UpstreamOverflow => &stats.upstream_overflow,
+    };
+    counter.inc();
+    reply.into_response()
 }
 
 /// Carries out the route's action.

@@ -13,9 +13,9 @@ mod grpc;
 mod headers;
 mod local_reply;
 mod mirror;
-mod request_id;
+pub(crate) mod request_id;
 mod retry;
-mod timer;
+pub(crate) mod timer;
 pub(crate) mod wire;
 
 // The `http` crate's types, so filters written against proxy-core need no other
@@ -25,5 +25,7 @@ pub use ::http::{
 };
 
 pub use body::{BodyError, BoxError, IncomingBody, RequestBody, ResponseBody, ResponseBodyError};
+pub(crate) use exchange::local_reply;
 pub use exchange::{Downstream, exchange};
+pub(crate) use headers::prepare_response;
 pub use local_reply::{LocalReply, RESPONSE_FLAGS_HEADER};

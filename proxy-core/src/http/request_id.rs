@@ -6,6 +6,13 @@ use http::HeaderValue;
 /// unique enough to correlate logs, and a `getrandom` syscall per request would cost
 /// more than the rest of the header work combined.
 pub(crate) fn generate() -> HeaderValue {
+    // Only hex digits and dashes: always a valid header value.
+    HeaderValue::from_bytes(&uuid())
+        .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
+}
+
+/// [`generate`]'s id as text, for a head written as bytes.
+pub(crate) fn uuid() -> [u8; 36] {
     let mut bytes = fastrand::u128(..).to_be_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
     bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
@@ -21,9 +28,7 @@ pub(crate) fn generate() -> HeaderValue {
         out[o + 1] = HEX[usize::from(byte & 0x0f)];
         o += 2;
     }
-    // Only hex digits and dashes: always a valid header value.
-    HeaderValue::from_bytes(&out)
-        .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
+    out
 }
 
 #[cfg(test)]

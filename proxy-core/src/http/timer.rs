@@ -37,9 +37,25 @@ impl RouteTimer {
         deadline: Instant,
         mut future: Pin<&mut F>,
     ) -> Option<F::Output> {
+        let mut lent = self.lend(deadline);
+        poll_fn(|cx| {
+            if let Poll::Ready(output) = future.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            if lent.poll_expired(cx) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The timer, armed for `deadline` at the latest, until the returned guard drops.
+    pub(crate) fn lend(&self, deadline: Instant) -> Lent<'_> {
         let mut lent = Lent {
             owner: self,
             timer: self.slot().take(),
+            deadline,
         };
         let timer = lent
             .timer
@@ -47,26 +63,31 @@ impl RouteTimer {
         if timer.deadline() > deadline {
             timer.as_mut().reset(deadline);
         }
-        poll_fn(|cx| {
-            if let Poll::Ready(output) = future.as_mut().poll(cx) {
-                return Poll::Ready(Some(output));
-            }
-            while timer.as_mut().poll(cx).is_ready() {
-                if Instant::now() >= deadline {
-                    return Poll::Ready(None);
-                }
-                timer.as_mut().reset(deadline);
-            }
-            Poll::Pending
-        })
-        .await
+        lent
     }
 }
 
-/// Gives the timer back when the wait ends, however it ends.
-struct Lent<'a> {
+/// The route timer lent to one wait; given back when the wait ends, however it ends.
+pub(crate) struct Lent<'a> {
     owner: &'a RouteTimer,
     timer: Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
+}
+
+impl Lent<'_> {
+    /// Whether the deadline has passed; otherwise the task is woken when it does.
+    pub(crate) fn poll_expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let Some(timer) = self.timer.as_mut() else {
+            return false;
+        };
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= self.deadline {
+                return true;
+            }
+            timer.as_mut().reset(self.deadline);
+        }
+        false
+    }
 }
 
 impl Drop for Lent<'_> {

@@ -44,6 +44,22 @@ impl Spans {
         self.len += 1;
     }
 
+    /// The recorded fields' names and values, in order, over `head` (the buffer the
+    /// offsets are into).
+    pub(crate) fn fields<'h>(
+        &'h self,
+        head: &'h [u8],
+    ) -> impl Iterator<Item = (&'h [u8], &'h [u8])> + 'h {
+        self.spans[..self.len]
+            .iter()
+            .map(move |&[name, name_len, value, value_len]| {
+                (
+                    &head[name as usize..(name + name_len) as usize],
+                    &head[value as usize..(value + value_len) as usize],
+                )
+            })
+    }
+
     /// The recorded fields as a map over `head` (the buffer the offsets are into), with
     /// room for `spare` more fields. `Err` names the part that is invalid.
     pub(crate) fn to_map(&self, head: &Bytes, spare: usize) -> Result<HeaderMap, &'static str> {
@@ -170,6 +186,29 @@ pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
             .iter()
             .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0')),
     )
+}
+
+/// Appends `name: value` and its CRLF, the name in lowercase (as `HeaderName` has it).
+pub(crate) fn lowercase_field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let start = buf.len();
+    buf.extend_from_slice(name);
+    buf[start..].make_ascii_lowercase();
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Whether `name` is `Connection` or one of the hop-by-hop fields RFC 9110 §7.6.1 lists
+/// besides it (`Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`).
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    match name.len() {
+        2 => name.eq_ignore_ascii_case(b"te"),
+        7 => name.eq_ignore_ascii_case(b"upgrade"),
+        10 => name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"keep-alive"),
+        16 => name.eq_ignore_ascii_case(b"proxy-connection"),
+        17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+        _ => false,
+    }
 }
 
 /// Appends `name: value` and its CRLF.

@@ -18,7 +18,8 @@ pub fn request_host(request: &Parts) -> &str {
     strip_port(raw)
 }
 
-fn strip_port(authority: &str) -> &str {
+/// `authority` without userinfo and port.
+pub(crate) fn strip_port(authority: &str) -> &str {
     // Userinfo is not allowed in Host but may appear in an absolute-form URI.
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     if let Some(rest) = host.strip_prefix('[') {

@@ -22,7 +22,8 @@ use proxy_core::cluster::{Cluster, ClusterOptions};
 use proxy_core::config::{BindAddress, EndpointAddress};
 use proxy_core::listener::ListenerConfig;
 use proxy_core::route::{
-    Pipeline, RetryOn, RetryPolicy, Route, RouteAction, RoutePolicy, Router, Unfiltered,
+    Pipeline, RetryOn, RetryPolicy, Route, RouteAction, RoutePolicy, RouteRequest, Router,
+    Unfiltered,
 };
 use proxy_core::server::{Server, ServerSettings};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -264,8 +265,8 @@ impl<C> Router for Routes<C>
 where
     C: Deref<Target = Cluster> + Send + Sync + 'static,
 {
-    fn route(&self, request: &http::request::Parts) -> Route<'_> {
-        match self.0.iter().find(|(path, ..)| *path == request.uri.path()) {
+    fn route<Q: RouteRequest + ?Sized>(&self, request: &Q) -> Route<'_> {
+        match self.0.iter().find(|(path, ..)| *path == request.path()) {
             Some((_, cluster, policy)) => Route {
                 action: RouteAction::Forward(cluster, policy),
                 chain: 0,

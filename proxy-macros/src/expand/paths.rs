@@ -34,7 +34,6 @@ pub const EXIT_CODE: Private = Private("ExitCode");
 pub const REGEX: Private = Private("Regex");
 
 // The `http` crate.
-pub const REQUEST_PARTS: Private = Private("http::request::Parts");
 pub const METHOD: Private = Private("http::Method");
 pub const HEADER_NAME: Private = Private("http::HeaderName");
 
@@ -71,6 +70,9 @@ pub const DIRECT_RESPONSE: Private = Private("DirectResponse");
 pub const REDIRECT: Private = Private("Redirect");
 pub const ROUTE_ACTION: Private = Private("RouteAction");
 pub const ROUTER: Private = Private("Router");
+pub const ROUTE_REQUEST: Private = Private("RouteRequest");
+pub const RAW_REQUEST: Private = Private("RawRequest");
+pub const RELAY: Private = Private("Relay");
 pub const ROUTE: Private = Private("Route");
 pub const PIPELINE: Private = Private("Pipeline");
 pub const EXCHANGE: Private = Private("exchange");
@@ -94,12 +96,9 @@ pub const IPV4_ADDR: Private = Private("Ipv4Addr");
 pub const IPV6_ADDR: Private = Private("Ipv6Addr");
 
 // Request matching helpers.
-pub const REQUEST_HOST: Private = Private("request_host");
 pub const HOST_IS: Private = Private("host_is");
 pub const HOST_HAS_SUFFIX: Private = Private("host_has_suffix");
 pub const HOST_HAS_PREFIX: Private = Private("host_has_prefix");
-pub const HEADER_PRESENT: Private = Private("header_present");
-pub const HEADER_VALUE_IS: Private = Private("header_value_is");
 
 // Running.
 pub const TOPOLOGY: Private = Private("Topology");
@@ -116,8 +115,8 @@ mod tests {
     #[test]
     fn paths_are_absolute() {
         assert_eq!(
-            quote!(#REQUEST_PARTS).to_string(),
-            ":: proxy_core :: __private :: http :: request :: Parts"
+            quote!(#ROUTE_REQUEST).to_string(),
+            ":: proxy_core :: __private :: RouteRequest"
         );
     }
 }

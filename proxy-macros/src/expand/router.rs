@@ -14,10 +14,10 @@ use quote::{format_ident, quote, quote_spanned};
 
 use super::filters::Chains;
 use super::paths::{
-    ARC, CLUSTER, DIRECT_RESPONSE, DOWNSTREAM, DURATION, EXCHANGE, HEADER_NAME, HEADER_PRESENT,
-    HEADER_VALUE_IS, HOST_HAS_PREFIX, HOST_HAS_SUFFIX, HOST_IS, INCOMING, METHOD, PIPELINE,
-    REDIRECT, REGEX, REQUEST, REQUEST_HOST, REQUEST_PARTS, RESPONSE, RESPONSE_BODY, ROUTE,
-    ROUTE_ACTION, ROUTE_POLICY, ROUTER, TARGETS,
+    ARC, CLUSTER, DIRECT_RESPONSE, DOWNSTREAM, DURATION, EXCHANGE, HEADER_NAME, HOST_HAS_PREFIX,
+    HOST_HAS_SUFFIX, HOST_IS, INCOMING, METHOD, PIPELINE, RAW_REQUEST, REDIRECT, REGEX, RELAY,
+    REQUEST, RESPONSE, RESPONSE_BODY, ROUTE, ROUTE_ACTION, ROUTE_POLICY, ROUTE_REQUEST, ROUTER,
+    TARGETS,
 };
 use super::{cluster, cluster_field, cluster_local, local, router_type};
 use crate::model::{
@@ -104,7 +104,10 @@ pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Route
         #[automatically_derived]
         impl #ROUTER for #ty {
             #[inline]
-            fn route(&self, #request: &#REQUEST_PARTS) -> #ROUTE<'_> {
+            fn route<__Q: #ROUTE_REQUEST + ?::core::marker::Sized>(
+                &self,
+                #request: &__Q,
+            ) -> #ROUTE<'_> {
                 #select
             }
         }
@@ -129,17 +132,31 @@ pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Route
 }
 
 /// The listener's whole request path: route, then the chosen chain's copy of
-/// `exchange`. One arm per distinct chain, so every chain is monomorphized.
+/// `exchange`. One arm per distinct chain, so every chain is monomorphized. A route
+/// without filters may also be relayed raw (`relay`): a route with filters never is.
 fn pipeline(ty: &Ident, chains: &Chains<'_>) -> TokenStream {
     let request = local("__request");
     let downstream = local("__downstream");
     let parts = local("__parts");
     let body = local("__body");
     let route = local("__route");
+    let mut filtered = Vec::new();
     let arms = chains.arms().map(|(index, field, span)| {
+        filtered.push(index.clone());
         let chain = quote_spanned!(span=> &self.#field);
         quote!(#index => #EXCHANGE(#chain, #downstream, #route, #parts, #body).await,)
     });
+    let arms: Vec<TokenStream> = arms.collect();
+    let relay = if filtered.is_empty() {
+        quote!(#RELAY::of(#route))
+    } else {
+        quote! {
+            match #route.chain {
+                #(#filtered)|* => ::core::option::Option::None,
+                _ => #RELAY::of(#route),
+            }
+        }
+    };
     quote! {
         #[automatically_derived]
         impl #PIPELINE for #ty {
@@ -155,6 +172,15 @@ fn pipeline(ty: &Ident, chains: &Chains<'_>) -> TokenStream {
                     // The chain with no filters.
                     _ => #EXCHANGE(&(), #downstream, #route, #parts, #body).await,
                 }
+            }
+
+            #[inline]
+            fn relay(
+                &'static self,
+                #request: &#RAW_REQUEST<'_>,
+            ) -> ::core::option::Option<#RELAY> {
+                let #route = #ROUTER::route(self, #request);
+                #relay
             }
         }
     }
@@ -215,7 +241,7 @@ fn select_virtual_host(listener: &Listener, chains: &Chains<'_>, request: &Ident
         return fallback;
     }
     quote! {
-        let #host = #REQUEST_HOST(#request);
+        let #host = #ROUTE_REQUEST::host(#request);
         #(#tests)*
         #fallback
     }
@@ -246,10 +272,10 @@ fn virtual_host(
             statics
                 .push(quote!(static #name: #HEADER_NAME = #HEADER_NAME::from_static(#lowercase);));
             conditions.push(match &header.value {
-                None => quote!(#HEADER_PRESENT(&#request.headers, &#name)),
+                None => quote!(#ROUTE_REQUEST::header_present(#request, &#name)),
                 Some(value) => {
                     let value = Literal::byte_string(value.as_bytes());
-                    quote!(#HEADER_VALUE_IS(&#request.headers, &#name, #value))
+                    quote!(#ROUTE_REQUEST::header_value_is(#request, &#name, #value))
                 }
             });
         }
@@ -264,7 +290,8 @@ fn virtual_host(
     }
     let no_route_chain = chains.vhost_chain(vhost_index);
     let tests = arrange(&keys, tests, &path);
-    let path_binding = (!vhost.routes.is_empty()).then(|| quote!(let #path = #request.uri.path();));
+    let path_binding =
+        (!vhost.routes.is_empty()).then(|| quote!(let #path = #ROUTE_REQUEST::path(#request);));
     let name = format!(
         " Routes of virtual host `{}`, in order.",
         ident_string(&vhost.name)
@@ -272,7 +299,10 @@ fn virtual_host(
     quote! {
         #[doc = #name]
         #[inline]
-        fn #method(&self, #request: &#REQUEST_PARTS) -> #ROUTE<'_> {
+        fn #method<__Q: #ROUTE_REQUEST + ?::core::marker::Sized>(
+            &self,
+            #request: &__Q,
+        ) -> #ROUTE<'_> {
             #(#statics)*
             #path_binding
             #tests
@@ -533,10 +563,10 @@ fn method_condition(methods: &[Method], request: &Ident) -> TokenStream {
     let tests = methods.iter().map(|method| {
         if method.standard {
             let constant = Ident::new(&method.name, Span::call_site());
-            quote!(#request.method == #METHOD::#constant)
+            quote!(*#ROUTE_REQUEST::method(#request) == #METHOD::#constant)
         } else {
             let name = &method.name;
-            quote!(#request.method.as_str() == #name)
+            quote!(#ROUTE_REQUEST::method(#request).as_str() == #name)
         }
     });
     if methods.len() == 1 {
@@ -711,6 +741,35 @@ mod tests {
         });
         let text = expand_ok(with_routes(quote!(#(#routes)*)));
         assert!(!text.contains("__route_key_hash"), "{text}");
+    }
+
+    /// A route with filters is never relayed raw (its chain's index answers `None`); a
+    /// route without is offered to `Relay::of`.
+    #[test]
+    fn only_routes_without_filters_are_relayed() {
+        let text = compact(&expand_ok(with_routes(quote! {
+            route prefix("/api/") => cluster(api) { filters: [prefix_rewrite("/api/", "/")] },
+            route prefix("/") => cluster(api),
+        })));
+        assert!(
+            text.contains(
+                "match __route . chain { 0 => :: core :: option :: Option :: None , \
+                 _ => :: proxy_core :: __private :: Relay :: of (__route) , }"
+            ),
+            "{text}"
+        );
+        // No filters anywhere: every route is offered.
+        let text = compact(&expand_ok(with_routes(
+            quote!(route prefix("/") => cluster(api),),
+        )));
+        assert!(
+            text.contains("{ let __route = :: proxy_core :: __private :: Router :: route (self , __request) ; :: proxy_core :: __private :: Relay :: of (__route) }"),
+            "{text}"
+        );
+    }
+
+    fn compact(text: &str) -> String {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
     #[test]

@@ -15,7 +15,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Sleep;
 
 use super::body::RequestStream;
-use super::head::{self, Refusal, RequestHead};
+use super::head::{self, Parsed, Refusal, RelayHead, RequestHead};
+use super::relay::{self, Relayed};
 use super::write::{self, Answering, BodyWriter};
 use crate::http::{Downstream, IncomingBody, ResponseBody};
 use crate::net::{Rewound, Stream};
@@ -176,44 +177,53 @@ pub(crate) async fn serve<P: Pipeline>(
         lock(&io).lend_buffers_back();
         let waiting_since = Instant::now();
         let head = poll_fn(|cx| {
-            poll_head(
-                &io,
-                cx,
-                deadline.as_mut(),
-                waiting_since + header_read_timeout,
-                &mut drain,
-            )
+            let waiting = Waiting {
+                timer: deadline.as_mut(),
+                deadline: waiting_since + header_read_timeout,
+                drain: &mut drain,
+            };
+            poll_head(&io, cx, waiting, pipeline, &downstream, session.as_deref())
         })
         .await;
-        let head = match head {
-            Ok(Some(head)) => head,
+        let (mut writer, mut body, close, upgrade) = match head {
+            Ok(Some(Parsed::Request(head))) => {
+                let (handler, request) = start(&io, head, session.as_ref(), pipeline, &downstream);
+                // The client went away: dropping the request's future abandons it
+                // upstream too.
+                let Some(response) = respond(&io, handler).await else {
+                    tracing::debug!("client closed the connection before its response");
+                    return;
+                };
+                let closing = !request.keep_alive || drain.is_draining();
+                let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && request.upgrade.is_some();
+                let (writer, body, close) =
+                    write_head(&io, response, request.answering, closing && !switching);
+                (writer, body, close, request.upgrade.filter(|_| switching))
+            }
+            Ok(Some(Parsed::Relay(head))) => {
+                let closing = !head.keep_alive || drain.is_draining();
+                let Some((writer, body, close)) = relayed(&io, &head, &downstream, closing).await
+                else {
+                    tracing::debug!("client closed the connection before its response");
+                    return;
+                };
+                (writer, body, close, None)
+            }
             Ok(None) => return,
             Err(refusal) => {
                 refuse(&io, refusal).await;
                 return;
             }
         };
-        let (handler, request) = start(&io, head, session.as_ref(), pipeline, &downstream);
-        // The client went away: dropping the request's future abandons it upstream too.
-        let Some(response) = respond(&io, handler).await else {
-            tracing::debug!("client closed the connection before its response");
-            return;
-        };
-        let closing = !request.keep_alive || drain.is_draining();
-        let switching =
-            response.status() == StatusCode::SWITCHING_PROTOCOLS && request.upgrade.is_some();
-        let (mut writer, mut body, close) =
-            write_head(&io, response, request.answering, closing && !switching);
         let written = poll_fn(|cx| writer.poll_write(&io, &mut body, cx)).await;
         drop::<ResponseBody>(body);
         if let Err(error) = written {
             tracing::debug!(%error, "response not written whole; closing the connection");
             return;
         }
-        if switching {
-            if let Some(sender) = request.upgrade {
-                hand_over(io, sender);
-            }
+        if let Some(sender) = upgrade {
+            hand_over(io, sender);
             return;
         }
         if close || !finish_request_body(&io, header_read_timeout).await {
@@ -303,6 +313,29 @@ async fn respond(io: &Mutex<Io>, mut handler: Handler) -> Option<Response<Respon
     Some(response)
 }
 
+/// The relay's answer to a relayed request, as [`write_head`]'s; `None` if the client
+/// went away first.
+async fn relayed(
+    io: &Mutex<Io>,
+    head: &RelayHead,
+    downstream: &Downstream,
+    closing: bool,
+) -> Option<(BodyWriter, ResponseBody, bool)> {
+    let answering = Answering {
+        version: head.version,
+        is_head: head.method == http::Method::HEAD,
+        accepts_trailers: head.accepts_trailers,
+    };
+    Some(
+        match relay::exchange(io, head, answering, downstream, closing).await? {
+            Relayed::Head { framing, body, .. } => {
+                (BodyWriter::new(framing, answering), body, closing)
+            }
+            Relayed::Response(response) => write_head(io, response, answering, closing),
+        },
+    )
+}
+
 /// Encodes the response head into the write buffer; the writer then sends it with the
 /// body. `true` with them: the connection closes after this response.
 fn write_head(
@@ -323,20 +356,46 @@ fn write_head(
     (BodyWriter::new(framing, answering), body, close)
 }
 
+/// What waiting for the next head watches besides the socket.
+struct Waiting<'w> {
+    timer: Pin<&'w mut Sleep>,
+    deadline: Instant,
+    drain: &'w mut Drain,
+}
+
 /// Reads until a whole request head is buffered. `Ok(None)`: the client closed (or the
-/// server is draining) between requests, or the head did not arrive in time.
-fn poll_head(
+/// server is draining) between requests, or the head did not arrive in time. A head the
+/// relay takes has its upstream head encoded into the write buffer.
+fn poll_head<P: Pipeline>(
     io: &Mutex<Io>,
     cx: &mut Context<'_>,
-    mut timer: Pin<&mut Sleep>,
-    deadline: Instant,
-    drain: &mut Drain,
-) -> Poll<Result<Option<RequestHead>, Refusal>> {
+    waiting: Waiting<'_>,
+    pipeline: &'static P,
+    downstream: &Downstream,
+    session: Option<&TlsSession>,
+) -> Poll<Result<Option<Parsed>, Refusal>> {
+    let Waiting {
+        mut timer,
+        deadline,
+        drain,
+    } = waiting;
     let mut io = lock(io);
     loop {
         if !io.read_buf.is_empty() {
-            if let Some(head) = head::parse(&mut io.read_buf)? {
-                return Poll::Ready(Ok(Some(head)));
+            let Io {
+                read_buf,
+                write_buf,
+                ..
+            } = &mut *io;
+            let parsed = head::parse(read_buf, |raw| {
+                let relay = pipeline.relay(raw)?;
+                if write_buf.capacity() == 0 {
+                    *write_buf = reuse::write_buffer();
+                }
+                relay::encode_request(write_buf, raw, downstream, session).then_some(relay)
+            })?;
+            if let Some(parsed) = parsed {
+                return Poll::Ready(Ok(Some(parsed)));
             }
         }
         let progress = if io.read_buf.capacity() == 0 {

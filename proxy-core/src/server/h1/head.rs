@@ -7,6 +7,7 @@ use http::header;
 use http::{Method, Uri, Version, request};
 
 use crate::http::wire::{Codings, ConnectionTokens, MAX_FIELDS, Spans, parse_length, tokens};
+use crate::route::{RawRequest, Relay};
 use crate::upstream::h1::Framing;
 
 /// Fields the proxy typically adds to a request on its way upstream.
@@ -30,6 +31,26 @@ pub(super) struct RequestHead {
     pub(super) wants_upgrade: bool,
 }
 
+/// A request head, as the connection goes on with it.
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// Built into a request for the pipeline.
+    Request(RequestHead),
+    /// Taken by the relay path: its upstream head is already encoded.
+    Relay(RelayHead),
+}
+
+/// What answering a relayed request needs to know of it.
+#[derive(Debug)]
+pub(super) struct RelayHead {
+    pub(super) relay: Relay,
+    pub(super) method: Method,
+    pub(super) version: Version,
+    pub(super) keep_alive: bool,
+    /// `TE: trailers`: the client reads trailer fields of a chunked response.
+    pub(super) accepts_trailers: bool,
+}
+
 /// Why a request head was refused; each is answered before the connection closes.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Refusal {
@@ -46,7 +67,14 @@ pub(super) enum Refusal {
 
 /// Parses the request head at the start of `buf`, removing it from `buf`. `Ok(None)`:
 /// the head is not complete yet.
-pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> {
+///
+/// A head the relay path can carry (no body, origin form, no field that asks for more
+/// than the relay's own rewrite: see [`relayable`]) is first offered to `relay` as a
+/// [`RawRequest`]; when it takes it, no request is built.
+pub(super) fn parse(
+    buf: &mut BytesMut,
+    relay: impl FnOnce(&RawRequest<'_>) -> Option<Relay>,
+) -> Result<Option<Parsed>, Refusal> {
     let mut spans = Spans::new();
     let mut fields = Fields::default();
     let (len, method, target, version) = {
@@ -98,6 +126,21 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> 
         _ => !fields.connection.close,
     };
 
+    if framing == Framing::Empty && fields.relayable() {
+        if let Some(raw) = raw_request(&buf[..len], &method, target.clone(), &spans) {
+            if let Some(relay) = relay(&raw) {
+                bytes::Buf::advance(buf, len);
+                return Ok(Some(Parsed::Relay(RelayHead {
+                    relay,
+                    method,
+                    version,
+                    keep_alive,
+                    accepts_trailers: fields.accepts_trailers,
+                })));
+            }
+        }
+    }
+
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| Refusal::BadRequest("invalid request target"))?;
@@ -115,15 +158,89 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> 
     parts.uri = uri;
     parts.version = version;
     parts.headers = headers;
-    Ok(Some(RequestHead {
+    Ok(Some(Parsed::Request(RequestHead {
         parts,
         framing,
         keep_alive,
         expects_continue: fields.expects_continue && version == Version::HTTP_11,
         accepts_trailers: fields.accepts_trailers,
         wants_upgrade: fields.upgrade && fields.connection.upgrade && version == Version::HTTP_11,
-    }))
+    })))
 }
+
+/// The head as the relay path sees it, when its target is one the relay may pass on as
+/// it came: origin form made only of characters `http::Uri` takes as they are (RFC 3986
+/// `pchar`s, `/` and `?`). Anything else (a fragment, characters `Uri` refuses or
+/// re-checks as UTF-8) is left to the full path, which applies `Uri`'s own rules.
+fn raw_request<'a>(
+    head: &'a [u8],
+    method: &Method,
+    target: std::ops::Range<usize>,
+    spans: &'a Spans,
+) -> Option<RawRequest<'a>> {
+    let target = &head[target];
+    if target.first() != Some(&b'/') || !target.iter().all(|&b| PLAIN_TARGET[usize::from(b)]) {
+        return None;
+    }
+    // Only ASCII: the bytes are a `str` as they are.
+    let target = std::str::from_utf8(target).ok()?;
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let host = spans
+        .fields(head)
+        .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
+        .and_then(|(_, value)| {
+            // As `HeaderValue::to_str`: visible ASCII (and tab), else no host.
+            value
+                .iter()
+                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+                .then(|| std::str::from_utf8(value).ok())
+                .flatten()
+        })
+        .map_or("", crate::route::strip_port);
+    Some(RawRequest {
+        method: method.clone(),
+        target,
+        path,
+        host,
+        head,
+        spans,
+    })
+}
+
+/// Target bytes the relay passes on unchanged: RFC 3986 unreserved, sub-delims, `:`,
+/// `@`, `%` (escapes), `/` and `?`.
+static PLAIN_TARGET: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'%'
+                    | b'/'
+                    | b'?'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// What the framing and connection fields of a request head say, read from the raw
 /// fields so nothing is looked up in the `HeaderMap` again.
@@ -171,6 +288,12 @@ impl Fields {
             self.accepts_trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
         }
         true
+    }
+
+    /// Whether the fields leave nothing for the relay path to decide beyond its own
+    /// rewrite: no upgrade, and `Connection` naming nothing but `close`/`keep-alive`.
+    fn relayable(&self) -> bool {
+        !self.upgrade && !self.connection.other && !self.codings.present
     }
 
     /// RFC 9112 §6.3 for a request: a body is delimited by chunked (which must be the
@@ -223,6 +346,16 @@ fn too_large(buf: &[u8]) -> Refusal {
 mod tests {
     use super::*;
 
+    /// Parses with no relay, so every head is built into a request.
+    fn built(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refusal> {
+        parse(buf, |_| None).map(|parsed| {
+            parsed.map(|parsed| match parsed {
+                Parsed::Request(head) => head,
+                Parsed::Relay(_) => unreachable!("no relay offered"),
+            })
+        })
+    }
+
     /// Parses `raw`, with a `Host` field added to an HTTP/1.1 head that has none (the
     /// host rules have their own test).
     fn parse_str(raw: &str) -> Result<Option<RequestHead>, Refusal> {
@@ -232,14 +365,14 @@ mod tests {
                 raw.insert_str(end + 10, "Host: h\r\n");
             }
         }
-        parse(&mut BytesMut::from(raw.as_str()))
+        built(&mut BytesMut::from(raw.as_str()))
     }
 
     #[test]
     fn a_request_head_is_parsed_and_split_off() {
         let mut buf =
             BytesMut::from("POST /a?b HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi");
-        let head = parse(&mut buf).unwrap().unwrap();
+        let head = built(&mut buf).unwrap().unwrap();
         assert_eq!(head.parts.method, Method::POST);
         assert_eq!(head.parts.uri, "/a?b");
         assert_eq!(head.parts.headers["host"], "h");
@@ -344,7 +477,7 @@ mod tests {
 
     #[test]
     fn http_1_1_requests_name_their_host_once() {
-        let parse_raw = |raw: &str| parse(&mut BytesMut::from(raw));
+        let parse_raw = |raw: &str| built(&mut BytesMut::from(raw));
         assert!(parse_raw("GET / HTTP/1.1\r\n\r\n").is_err());
         assert!(
             parse_raw("GET http://h/ HTTP/1.1\r\n\r\n")
@@ -352,6 +485,90 @@ mod tests {
                 .is_some()
         );
         assert!(parse_raw("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+    }
+
+    /// Parses with a relay that takes every head offered; `true` if it was relayed.
+    fn relayed(raw: &str) -> bool {
+        static POLICY: crate::route::RoutePolicy = crate::route::RoutePolicy::new("t", None);
+        let cluster: &'static crate::cluster::Cluster = Box::leak(Box::new(
+            crate::cluster::Cluster::new("t", Vec::new(), crate::cluster::ClusterOptions::DEFAULT),
+        ));
+        let relay = Relay {
+            cluster,
+            policy: &POLICY,
+        };
+        let mut buf = BytesMut::from(raw);
+        match parse(&mut buf, |_| Some(relay)).unwrap().unwrap() {
+            Parsed::Relay(_) => {
+                assert!(buf.is_empty(), "the relayed head is consumed");
+                true
+            }
+            Parsed::Request(_) => false,
+        }
+    }
+
+    #[test]
+    fn only_plain_bodiless_origin_form_heads_are_offered_to_the_relay() {
+        for plain in [
+            "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /a/b?c=d&e=%20f HTTP/1.1\r\nHost: h:80\r\nConnection: keep-alive\r\n\r\n",
+            "HEAD /x HTTP/1.0\r\n\r\n",
+            "DELETE /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nTE: trailers\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nExpect: 100-continue\r\n\r\n",
+        ] {
+            assert!(relayed(plain), "{plain:?}");
+        }
+        for full in [
+            // A body, however framed.
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            // An upgrade, or `Connection` naming a field to remove.
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n",
+            // Targets `Uri` rewrites or re-checks, or not in origin form.
+            "GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /a|b HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /caf\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET http://h/a HTTP/1.1\r\nHost: h\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            assert!(!relayed(full), "{full:?}");
+        }
+    }
+
+    #[test]
+    fn the_relay_routes_on_the_raw_head_as_on_the_request() {
+        use crate::route::RouteRequest as _;
+        let raw = "GET /p/q?x=1 HTTP/1.1\r\nHost: Example.org:8080\r\nX-A: 1\r\nx-a: 2\r\n\r\n";
+        let mut seen = None;
+        let mut buf = BytesMut::from(raw);
+        let _ = parse(&mut buf, |request| {
+            let a = http::HeaderName::from_static("x-a");
+            seen = Some((
+                request.path().to_owned(),
+                request.host().to_owned(),
+                request.method().clone(),
+                request.header_present(&a),
+                request.header_value_is(&a, b"2"),
+                request.header_value_is(&a, b"3"),
+                request.header_present(&http::HeaderName::from_static("x-b")),
+            ));
+            None
+        });
+        let built = built(&mut BytesMut::from(raw)).unwrap().unwrap().parts;
+        let a = http::HeaderName::from_static("x-a");
+        let expected = (
+            built.path().to_owned(),
+            built.host().to_owned(),
+            built.method().clone(),
+            built.header_present(&a),
+            built.header_value_is(&a, b"2"),
+            built.header_value_is(&a, b"3"),
+            built.header_present(&http::HeaderName::from_static("x-b")),
+        );
+        assert_eq!(seen, Some(expected));
+        assert_eq!(seen.unwrap().0, "/p/q");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod body;
 mod conn;
 mod head;
+mod relay;
 mod write;
 
 pub(crate) use body::RequestStream;

@@ -15,8 +15,9 @@ use http_body::Body;
 use std::sync::Mutex;
 
 use super::conn::{Client, Io, lock};
-use crate::http::wire::{field, parse_length};
-use crate::http::{ResponseBody, ResponseBodyError};
+use crate::http::wire::{field, is_hop_by_hop, lowercase_field, parse_length};
+use crate::http::{RESPONSE_FLAGS_HEADER, ResponseBody, ResponseBodyError};
+use crate::upstream::h1::RawResponse;
 
 /// Body chunks up to this size are copied behind the head (one write for a whole small
 /// response); larger ones are written from their own buffer, beside the head.
@@ -121,6 +122,63 @@ pub(super) fn head(
     }
     buf.extend_from_slice(b"\r\n");
     (framing, close)
+}
+
+/// [`head`] for a response the relay passes on field by field (see
+/// `upstream::h1::relay`): the same head `head` writes for that response once the
+/// upstream codec and the exchange have made it a `Response` (hop-by-hop fields and the
+/// proxy's response-flags field dropped, names lowercased, one `Content-Length`, `Date`
+/// added when absent), minus the header map. The connection closes after it when
+/// `close` says so: the relayed fields never include `Connection`.
+pub(super) fn relayed_head(
+    buf: &mut Vec<u8>,
+    response: &RawResponse<'_>,
+    request: Answering,
+    close: bool,
+) -> Framing {
+    let status = response.status;
+    let http10 = response.version == Version::HTTP_10 || request.version == Version::HTTP_10;
+    buf.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    buf.extend_from_slice(status.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    buf.extend_from_slice(b"\r\n");
+
+    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let mut declared = None;
+    let mut dated = false;
+    for field in response.fields {
+        let name = field.name.as_bytes();
+        if is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(RESPONSE_FLAGS_HEADER.as_str().as_bytes())
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if bodiless {
+                continue;
+            }
+            declared = parse_length(field.value);
+        }
+        dated |= name.eq_ignore_ascii_case(b"date");
+        lowercase_field(buf, name, field.value);
+    }
+    if !dated {
+        DATE.with_borrow_mut(|date| field(buf, b"date", date.now()));
+    }
+    // The upstream codec only relays a bodiless response (HEAD, 204, 304) or one of a
+    // declared length.
+    let framing = match declared {
+        Some(length) if !bodiless && !request.is_head => Framing::Length(length),
+        _ => Framing::None,
+    };
+    match (close, request.version) {
+        (true, Version::HTTP_11) => field(buf, b"connection", b"close"),
+        (false, Version::HTTP_10) => field(buf, b"connection", b"keep-alive"),
+        _ => {}
+    }
+    buf.extend_from_slice(b"\r\n");
+    framing
 }
 
 /// Why a response could not be written whole; the connection is then closed.

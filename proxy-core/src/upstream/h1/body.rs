@@ -31,6 +31,15 @@ impl ResponseStream {
             decoder,
             keep_alive,
         } = exchanged;
+        (head, Self::start(conn, decoder, keep_alive, pool))
+    }
+
+    pub(crate) fn start(
+        conn: Box<Connection>,
+        decoder: Decoder,
+        keep_alive: bool,
+        pool: Pool,
+    ) -> Self {
         let mut stream = Self {
             conn: Some(conn),
             decoder,
@@ -41,7 +50,7 @@ impl ResponseStream {
         if stream.decoder.is_done() {
             stream.finish();
         }
-        (head, stream)
+        stream
     }
 
     pub(crate) fn is_end_stream(&self) -> bool {

@@ -115,6 +115,103 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     }))
 }
 
+/// A response head as the relay path sees it (see [`peek_head`]).
+#[derive(Debug)]
+pub(crate) struct RawResponse<'b> {
+    /// Bytes of the head, status line to the blank line.
+    pub(crate) len: usize,
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    pub(crate) framing: Framing,
+    /// Whether the connection may carry another request after this response's body.
+    pub(crate) keep_alive: bool,
+    /// The fields as the origin sent them, framing and hop-by-hop ones included.
+    pub(crate) fields: &'b [httparse::Header<'b>],
+}
+
+/// What [`peek_head`] found at the front of a read buffer.
+#[derive(Debug)]
+pub(crate) enum Peeked<'b> {
+    /// No complete head yet.
+    Partial,
+    /// An interim (1xx) response of this many bytes, to skip.
+    Interim(usize),
+    /// A final response the relay can pass on field by field: delimited by at most one
+    /// plain `Content-Length` (or bodiless), no `Transfer-Encoding`, and no
+    /// `Connection` field naming others.
+    Relayable(RawResponse<'b>),
+    /// A response that needs [`parse_head`]'s rules (re-framing, removing named fields,
+    /// a `101`); the buffer is untouched.
+    Generic,
+}
+
+/// Parses the response head at the start of `buf` in place, without building a header
+/// map or consuming it. Refuses exactly what [`parse_head`] refuses, with the same
+/// errors; `storage` holds the parsed fields.
+pub(crate) fn peek_head<'b>(
+    buf: &'b [u8],
+    storage: &'b mut [MaybeUninit<httparse::Header<'b>>; MAX_FIELDS],
+    method: &Method,
+) -> Result<Peeked<'b>, Error> {
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        storage,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(Error::HeadTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(Peeked::Partial),
+        Err(error) => return Err(Error::Parse(error)),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(Error::HeadTooLarge);
+    }
+    let mut fields = Fields::default();
+    let mut lengths = 0;
+    for field in response.headers.iter() {
+        lengths += usize::from(field.name.eq_ignore_ascii_case("content-length"));
+        fields.take(field)?;
+    }
+    let status = StatusCode::from_u16(response.code.unwrap_or_default())
+        .map_err(|_| Error::InvalidHeader("status"))?;
+    if status.is_informational() {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(Peeked::Generic);
+        }
+        return Ok(Peeked::Interim(len));
+    }
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let (framing, mut keep_alive) = fields.framing(method, status, version)?;
+    keep_alive &= match version {
+        Version::HTTP_10 => fields.connection.keep_alive,
+        _ => !fields.connection.close,
+    };
+    let plain_length = lengths == 0 || (lengths == 1 && fields.content_length_stored);
+    let relayable = matches!(framing, Framing::Empty | Framing::Length(_))
+        && plain_length
+        && !fields.codings.present
+        && !fields.connection.other;
+    if !relayable {
+        return Ok(Peeked::Generic);
+    }
+    let fields: &'b mut [httparse::Header<'b>] = std::mem::take(&mut response.headers);
+    Ok(Peeked::Relayable(RawResponse {
+        len,
+        status,
+        version,
+        framing,
+        keep_alive,
+        fields,
+    }))
+}
+
 /// What the framing and connection fields of a response head say.
 #[derive(Debug, Default)]
 struct Fields {

@@ -21,12 +21,13 @@ mod decode;
 mod differential;
 mod encode;
 mod exchange;
+pub(crate) mod relay;
 mod upgraded;
 
 pub(crate) use body::ResponseStream;
 pub(crate) use conn::Connection;
-pub(crate) use decode::{Decoded, Decoder, Framing};
-pub(crate) use exchange::{SendError, send};
+pub(crate) use decode::{Decoded, Decoder, Framing, RawResponse};
+pub(crate) use exchange::{Exchanged, SendError, send};
 pub(crate) use upgraded::UpstreamUpgrade;
 
 /// Why an HTTP/1.1 exchange with an origin failed.

@@ -1,0 +1,153 @@
+//! The upstream half of the relay path (`server::h1::relay`): the request head goes out
+//! as the relay encoded it, and the response head is parsed in place and, when the
+//! relay can pass it on field by field, handed to the downstream writer without a
+//! header map. A head that needs the full rules is left where it is for
+//! [`generic_head`], which reads it exactly as [`send`](super::send) would.
+
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Buf as _;
+use http::{Method, StatusCode};
+use tokio::io::AsyncWrite;
+
+use super::decode::{self, Decoder, Framing, Peeked, RawResponse};
+use super::exchange::Exchanged;
+use super::{Connection, Error, ResponseStream};
+use crate::http::wire::MAX_FIELDS;
+use crate::net::Stream;
+use crate::upstream::Pool;
+
+/// Read buffer room asked for while waiting for a response head.
+const HEAD_READ: usize = 8 * 1024;
+
+/// How far one relayed request has gone out.
+#[derive(Debug, Default)]
+pub(crate) struct Sending {
+    written: usize,
+    write_failed: bool,
+}
+
+/// How a relayed exchange's response head was taken.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// `write_head` wrote it downstream and it was consumed; the body follows.
+    Relayed {
+        status: StatusCode,
+        framing: Framing,
+        keep_alive: bool,
+    },
+    /// It needs the full rules: still at the front of the read buffer, for
+    /// [`generic_head`].
+    Generic,
+}
+
+/// Marks `conn` as carrying one more request (as [`send`](super::send) does).
+pub(crate) fn begin(conn: &mut Connection) {
+    conn.requests += 1;
+}
+
+/// Writes the request head in `buf` (from `sending`'s offset), then reads until a final
+/// response head is complete (interim responses are skipped). A relayable head is
+/// handed to `write_head` with `buf`, emptied: the request is all written by then, and
+/// the downstream head goes in the same buffer.
+pub(crate) fn poll_exchange(
+    conn: &mut Connection,
+    cx: &mut Context<'_>,
+    buf: &mut Vec<u8>,
+    sending: &mut Sending,
+    method: &Method,
+    write_head: impl FnOnce(&mut Vec<u8>, &RawResponse<'_>),
+) -> Poll<Result<Answer, Error>> {
+    while sending.written < buf.len() {
+        match ready!(Pin::new(&mut conn.io).poll_write(cx, &buf[sending.written..])) {
+            Ok(0) => {
+                sending.write_failed = true;
+                return Poll::Ready(Err(
+                    std::io::Error::from(std::io::ErrorKind::WriteZero).into()
+                ));
+            }
+            Ok(n) => {
+                sending.written += n;
+                // TLS buffers records: they must reach the socket before the response
+                // is awaited.
+                if sending.written == buf.len() && matches!(conn.io, Stream::TlsClient(_)) {
+                    if let Err(error) = ready!(Pin::new(&mut conn.io).poll_flush(cx)) {
+                        sending.write_failed = true;
+                        return Poll::Ready(Err(error.into()));
+                    }
+                }
+            }
+            Err(error) => {
+                sending.write_failed = true;
+                return Poll::Ready(Err(error.into()));
+            }
+        }
+    }
+    loop {
+        if !conn.read_buf.is_empty() {
+            let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+            match decode::peek_head(&conn.read_buf, &mut storage, method)? {
+                Peeked::Partial => {}
+                Peeked::Interim(len) => {
+                    conn.read_buf.advance(len);
+                    continue;
+                }
+                Peeked::Generic => return Poll::Ready(Ok(Answer::Generic)),
+                Peeked::Relayable(raw) => {
+                    buf.clear();
+                    write_head(buf, &raw);
+                    let answer = Answer::Relayed {
+                        status: raw.status,
+                        framing: raw.framing,
+                        keep_alive: raw.keep_alive,
+                    };
+                    let len = raw.len;
+                    conn.read_buf.advance(len);
+                    return Poll::Ready(Ok(answer));
+                }
+            }
+        }
+        match ready!(conn.poll_fill(cx, HEAD_READ)) {
+            Ok(0) => return Poll::Ready(Err(Error::Closed)),
+            Ok(_) => {}
+            Err(error) => return Poll::Ready(Err(error.into())),
+        }
+    }
+}
+
+/// Whether a failed relayed request may go out again on another connection, by the rule
+/// [`send`](super::send) applies: a reused connection that yielded no response byte, and
+/// the origin cannot have acted on the request (the write failed) or acting twice is
+/// harmless (an idempotent method). A relayed request has no body to have touched.
+pub(crate) fn is_stale(conn: &Connection, sending: &Sending, method: &Method) -> bool {
+    conn.is_reused() && conn.read_buf.is_empty() && (sending.write_failed || method.is_idempotent())
+}
+
+/// The head [`poll_exchange`] left as [`Answer::Generic`], read by the full rules.
+pub(crate) fn generic_head(mut conn: Box<Connection>, method: &Method) -> Result<Exchanged, Error> {
+    let head = decode::parse_head(&mut conn.read_buf, method)?.ok_or(Error::Closed)?;
+    let switching = head.parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    let framing = if switching {
+        Framing::Empty
+    } else {
+        head.framing
+    };
+    Ok(Exchanged {
+        head: head.parts,
+        conn,
+        decoder: Decoder::new(framing),
+        keep_alive: head.keep_alive && !switching,
+    })
+}
+
+/// The body of a relayed response, read off `conn` as [`ResponseStream`] reads any.
+pub(crate) fn body(
+    conn: Box<Connection>,
+    framing: Framing,
+    keep_alive: bool,
+    pool: Pool,
+) -> ResponseStream {
+    ResponseStream::start(conn, Decoder::new(framing), keep_alive, pool)
+}

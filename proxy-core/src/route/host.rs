@@ -21,7 +21,12 @@ pub fn request_host(request: &Parts) -> &str {
 /// `authority` without userinfo and port.
 pub(crate) fn strip_port(authority: &str) -> &str {
     // Userinfo is not allowed in Host but may appear in an absolute-form URI.
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // Byte scans rather than `rsplit_once`: a host is a few bytes, shorter than what
+    // `memrchr` sets up for (this runs once per request).
+    let host = match authority.bytes().rposition(|b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
     if let Some(rest) = host.strip_prefix('[') {
         // IPv6 literal: keep the brackets, drop anything after `]`.
         return match rest.find(']') {
@@ -29,8 +34,10 @@ pub(crate) fn strip_port(authority: &str) -> &str {
             None => host,
         };
     }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+    match host.bytes().rposition(|b| b == b':') {
+        Some(colon) if host.as_bytes()[colon + 1..].iter().all(u8::is_ascii_digit) => {
+            &host[..colon]
+        }
         _ => host,
     }
 }

@@ -276,6 +276,10 @@ async fn forward(
     let mut timer = deadline.map(|deadline| downstream.route_timer.lend(deadline));
     let mut write_framing = write::Framing::None;
     let waited = poll_fn(|cx| {
+        // One lock for the whole poll: the upstream exchange writes from (and into) the
+        // connection's write buffer, and the client is watched through its read side.
+        let mut shared = lock(io);
+        let shared = &mut *shared;
         loop {
             match &mut stage {
                 Stage::Connecting(connecting) => match connecting.as_mut().poll(cx) {
@@ -288,8 +292,6 @@ async fn forward(
                     Poll::Pending => {}
                 },
                 Stage::Exchanging(conn, sending) => {
-                    let mut shared = lock(io);
-                    let shared = &mut *shared;
                     let polled = relay::poll_exchange(
                         conn,
                         cx,
@@ -297,14 +299,13 @@ async fn forward(
                         sending,
                         method,
                         |buf, response| {
-                            write_framing =
-                                write::relayed_head(buf, response, answering, closing);
+                            write_framing = write::relayed_head(buf, response, answering, closing);
                         },
                     );
                     match polled {
                         Poll::Ready(Ok(answer)) => {
-                            let Stage::Exchanging(conn, _) = std::mem::replace(&mut stage, Stage::Done)
-                            else {
+                            let done = std::mem::replace(&mut stage, Stage::Done);
+                            let Stage::Exchanging(conn, _) = done else {
                                 unreachable!("matched above");
                             };
                             return Poll::Ready(Waited::Answer(conn, answer));
@@ -312,19 +313,24 @@ async fn forward(
                         Poll::Ready(Err(error)) if relay::is_stale(conn, sending, method) => {
                             // The origin had closed an idle connection and saw nothing of
                             // the request: it goes out again, unchanged.
-                            tracing::debug!(cluster = cluster.name(), %error, "pooled connection was closed; sending again");
+                            tracing::debug!(
+                                cluster = cluster.name(),
+                                %error,
+                                "pooled connection was closed; sending again"
+                            );
                             stage = connect();
                             continue;
                         }
                         Poll::Ready(Err(error)) => {
-                            return Poll::Ready(Waited::Failed(UpstreamError::Reset(Box::new(error))));
+                            let error = UpstreamError::Reset(Box::new(error));
+                            return Poll::Ready(Waited::Failed(error));
                         }
                         Poll::Pending => {}
                     }
                 }
                 Stage::Done => unreachable!("polled after completion"),
             }
-            match lock(io).poll_client(cx) {
+            match shared.poll_client(cx) {
                 Client::Quiet => {}
                 Client::Sent => continue,
                 Client::Gone => return Poll::Ready(Waited::ClientGone),

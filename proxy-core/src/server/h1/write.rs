@@ -147,20 +147,24 @@ pub(super) fn relayed_head(
     let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let mut declared = None;
     let mut dated = false;
+    let flags = RESPONSE_FLAGS_HEADER;
+    let flags = flags.as_str().as_bytes();
     for field in response.fields {
         let name = field.name.as_bytes();
-        if is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case(RESPONSE_FLAGS_HEADER.as_str().as_bytes())
-        {
+        if is_hop_by_hop(name) {
             continue;
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            if bodiless {
-                continue;
+        match name.len() {
+            4 => dated |= name.eq_ignore_ascii_case(b"date"),
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                if bodiless {
+                    continue;
+                }
+                declared = parse_length(field.value);
             }
-            declared = parse_length(field.value);
+            len if len == flags.len() && name.eq_ignore_ascii_case(flags) => continue,
+            _ => {}
         }
-        dated |= name.eq_ignore_ascii_case(b"date");
         lowercase_field(buf, name, field.value);
     }
     if !dated {

@@ -234,22 +234,27 @@ impl Fields {
     fn take(&mut self, field: &httparse::Header<'_>) -> Result<bool, Error> {
         let name = field.name.as_bytes();
         let value = field.value;
-        if name.eq_ignore_ascii_case(b"content-length") {
-            self.content_length(value);
-            let store = !self.content_length_stored && value.iter().all(u8::is_ascii_digit);
-            self.content_length_stored |= store;
-            return Ok(store);
+        // By length first: most fields are none of these, and are told apart without a
+        // comparison.
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                self.content_length(value);
+                let store = !self.content_length_stored && value.iter().all(u8::is_ascii_digit);
+                self.content_length_stored |= store;
+                Ok(store)
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                self.codings.note(value);
+                Ok(false)
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                self.connection.note(value);
+                Ok(self.connection.other)
+            }
+            10 => Ok(!name.eq_ignore_ascii_case(b"keep-alive")),
+            16 => Ok(!name.eq_ignore_ascii_case(b"proxy-connection")),
+            _ => Ok(true),
         }
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.codings.note(value);
-            return Ok(false);
-        }
-        if name.eq_ignore_ascii_case(b"connection") {
-            self.connection.note(value);
-            return Ok(self.connection.other);
-        }
-        Ok(!(name.eq_ignore_ascii_case(b"keep-alive")
-            || name.eq_ignore_ascii_case(b"proxy-connection")))
     }
 
     /// Repeats of the same number are allowed (RFC 9110 §8.6); anything else makes the

@@ -188,19 +188,6 @@ pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
     )
 }
 
-/// Appends `name: value` and its CRLF, the name in lowercase (as `HeaderName` has it).
-pub(crate) fn lowercase_field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    buf.reserve(name.len() + value.len() + 4);
-    // Branch-free, so the loop vectorizes: `A..=Z` gain the lowercase bit.
-    buf.extend(
-        name.iter()
-            .map(|&b| b | (u8::from(b.wrapping_sub(b'A') < 26) << 5)),
-    );
-    buf.extend_from_slice(b": ");
-    buf.extend_from_slice(value);
-    buf.extend_from_slice(b"\r\n");
-}
-
 /// Whether `name` is `Connection` or one of the hop-by-hop fields RFC 9110 §7.6.1 lists
 /// besides it (`Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`).
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {

@@ -63,9 +63,9 @@ pub struct RawRequest<'a> {
     pub(crate) target: &'a str,
     /// `target` up to its query.
     pub(crate) path: &'a str,
-    /// The `Host` field without port, or `""` when it is not visible ASCII (as
-    /// `HeaderValue::to_str` would refuse it).
-    pub(crate) host: &'a str,
+    /// The `Host` field's value, if there is one; read only by routers that match
+    /// domains.
+    pub(crate) host: Option<&'a [u8]>,
     /// The head's bytes, which `spans` index.
     pub(crate) head: &'a [u8],
     pub(crate) spans: &'a Spans,
@@ -102,9 +102,19 @@ impl RouteRequest for RawRequest<'_> {
         &self.method
     }
 
-    #[inline]
+    /// As [`request_host`](super::request_host) gives it: `""` when the value is not
+    /// visible ASCII (as `HeaderValue::to_str` refuses it).
     fn host(&self) -> &str {
-        self.host
+        let Some(value) = self.host else {
+            return "";
+        };
+        if !value
+            .iter()
+            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        {
+            return "";
+        }
+        std::str::from_utf8(value).map_or("", super::strip_port)
     }
 
     fn header_present(&self, name: &HeaderName) -> bool {

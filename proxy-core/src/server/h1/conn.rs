@@ -5,7 +5,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -440,6 +440,10 @@ struct Drain {
     /// Completes when draining starts; boxed once per connection so its waker
     /// registration survives between polls.
     started: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The waker `started` was last polled with: while it is the one polling now and
+    /// the signal has not changed, the registration stands and `started` is not polled
+    /// again (a poll re-registers with the channel: ≈ 500 instructions per request).
+    registered: Option<Waker>,
 }
 
 impl Drain {
@@ -451,6 +455,7 @@ impl Drain {
         Self {
             flag,
             started: Some(started),
+            registered: None,
         }
     }
 
@@ -462,10 +467,22 @@ impl Drain {
         let Some(started) = self.started.as_mut() else {
             return true;
         };
+        // `flag` never marks a value seen, so once the signal has changed this stays
+        // true and `started` is polled (it then completes, or re-registers).
+        let unchanged = !self.flag.has_changed().unwrap_or(true);
+        if unchanged
+            && self
+                .registered
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            return false;
+        }
         if started.as_mut().poll(cx).is_ready() {
             self.started = None;
             return true;
         }
+        self.registered = Some(cx.waker().clone());
         false
     }
 }

@@ -188,15 +188,7 @@ fn raw_request<'a>(
     let host = spans
         .fields(head)
         .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
-        .and_then(|(_, value)| {
-            // As `HeaderValue::to_str`: visible ASCII (and tab), else no host.
-            value
-                .iter()
-                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
-                .then(|| std::str::from_utf8(value).ok())
-                .flatten()
-        })
-        .map_or("", crate::route::strip_port);
+        .map(|(_, value)| value);
     Some(RawRequest {
         method: method.clone(),
         target,

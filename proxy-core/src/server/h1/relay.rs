@@ -34,7 +34,7 @@ use super::conn::{Client, Io, lock};
 use super::head::RelayHead;
 use super::write::{self, Answering};
 use crate::cluster::{Cluster, Endpoint, UpstreamError};
-use crate::http::wire::{is_hop_by_hop, lowercase_field};
+use crate::http::wire::{field, is_hop_by_hop};
 use crate::http::{
     Downstream, LocalReply, ResponseBody, local_reply, prepare_response, request_id,
 };
@@ -66,7 +66,9 @@ pub(super) enum Relayed {
 /// `x-forwarded-for` appended to (or set) with the client's address, `x-forwarded-proto`
 /// set, `x-request-id` generated when absent, a client's `x-forwarded-client-cert`
 /// dropped, one `Content-Length`, and `Content-Length: 0` on a bodiless POST, PUT or
-/// PATCH. Names go lowercase, as the full path's header map has them.
+/// PATCH. Names go as the client wrote them (the full path lowercases them, as its
+/// header map does; field names are case-insensitive, and nginx and HAProxy keep them
+/// too).
 pub(super) fn encode_request(
     buf: &mut Vec<u8>,
     request: &RawRequest<'_>,
@@ -111,7 +113,7 @@ pub(super) fn encode_request(
             Edit::ContentType if value.starts_with(b"application/grpc") => return false,
             Edit::ContentType => {}
         }
-        lowercase_field(buf, name, value);
+        field(buf, name, value);
     }
     if te_trailers {
         buf.extend_from_slice(b"te: trailers\r\n");
@@ -444,7 +446,7 @@ mod tests {
             .lines()
             .map(|line| {
                 let (name, value) = line.split_once(": ").unwrap();
-                (name.to_owned(), value.to_owned())
+                (name.to_ascii_lowercase(), value.to_owned())
             })
             .collect();
         Some((head.to_owned(), fields))

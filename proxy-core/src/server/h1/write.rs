@@ -15,7 +15,7 @@ use http_body::Body;
 use std::sync::Mutex;
 
 use super::conn::{Client, Io, lock};
-use crate::http::wire::{field, is_hop_by_hop, lowercase_field, parse_length};
+use crate::http::wire::{field, is_hop_by_hop, parse_length};
 use crate::http::{RESPONSE_FLAGS_HEADER, ResponseBody, ResponseBodyError};
 use crate::upstream::h1::RawResponse;
 
@@ -125,11 +125,12 @@ pub(super) fn head(
 }
 
 /// [`head`] for a response the relay passes on field by field (see
-/// `upstream::h1::relay`): the same head `head` writes for that response once the
+/// `upstream::h1::relay`): the head `head` writes for that response once the
 /// upstream codec and the exchange have made it a `Response` (hop-by-hop fields and the
-/// proxy's response-flags field dropped, names lowercased, one `Content-Length`, `Date`
-/// added when absent), minus the header map. The connection closes after it when
-/// `close` says so: the relayed fields never include `Connection`.
+/// proxy's response-flags field dropped, one `Content-Length`, `Date` added when
+/// absent), minus the header map, and with names as the origin wrote them. The
+/// connection closes after it when `close` says so: the relayed fields never include
+/// `Connection`.
 pub(super) fn relayed_head(
     buf: &mut Vec<u8>,
     response: &RawResponse<'_>,
@@ -149,8 +150,8 @@ pub(super) fn relayed_head(
     let mut dated = false;
     let flags = RESPONSE_FLAGS_HEADER;
     let flags = flags.as_str().as_bytes();
-    for field in response.fields {
-        let name = field.name.as_bytes();
+    for relayed in response.fields {
+        let name = relayed.name.as_bytes();
         if is_hop_by_hop(name) {
             continue;
         }
@@ -160,12 +161,12 @@ pub(super) fn relayed_head(
                 if bodiless {
                     continue;
                 }
-                declared = parse_length(field.value);
+                declared = parse_length(relayed.value);
             }
             len if len == flags.len() && name.eq_ignore_ascii_case(flags) => continue,
             _ => {}
         }
-        lowercase_field(buf, name, field.value);
+        field(buf, name, relayed.value);
     }
     if !dated {
         DATE.with_borrow_mut(|date| field(buf, b"date", date.now()));

@@ -174,7 +174,6 @@ pub(crate) async fn serve<P: Pipeline>(
     let mut deadline = Box::pin(tokio::time::sleep(header_read_timeout));
     let mut drain = Drain::new(shutdown);
     loop {
-        lock(&io).lend_buffers_back();
         let waiting_since = Instant::now();
         let head = poll_fn(|cx| {
             let waiting = Waiting {
@@ -380,6 +379,8 @@ fn poll_head<P: Pipeline>(
         drain,
     } = waiting;
     let mut io = lock(io);
+    // Under the lock taken for the wait anyway; a no-op after the first poll.
+    io.lend_buffers_back();
     loop {
         if !io.read_buf.is_empty() {
             let Io {

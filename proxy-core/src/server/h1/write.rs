@@ -52,14 +52,7 @@ pub(super) fn head(
     mut close: bool,
 ) -> (Framing, bool) {
     let status = head.status;
-    // An HTTP/1.0 client gets an HTTP/1.0 status line (as from hyper), whatever the
-    // origin spoke.
-    let http10 = head.version == Version::HTTP_10 || request.version == Version::HTTP_10;
-    buf.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
-    buf.extend_from_slice(status.as_str().as_bytes());
-    buf.push(b' ');
-    buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    buf.extend_from_slice(b"\r\n");
+    status_line(buf, status, head.version, request);
 
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -124,6 +117,17 @@ pub(super) fn head(
     (framing, close)
 }
 
+/// An HTTP/1.0 client gets an HTTP/1.0 status line (as from hyper), whatever the origin
+/// spoke; the reason phrase is the status's canonical one.
+fn status_line(buf: &mut Vec<u8>, status: StatusCode, version: Version, request: Answering) {
+    let http10 = version == Version::HTTP_10 || request.version == Version::HTTP_10;
+    buf.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    buf.extend_from_slice(status.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    buf.extend_from_slice(b"\r\n");
+}
+
 /// [`head`] for a response the relay passes on field by field (see
 /// `upstream::h1::relay`): the head `head` writes for that response once the
 /// upstream codec and the exchange have made it a `Response` (hop-by-hop fields and the
@@ -138,12 +142,7 @@ pub(super) fn relayed_head(
     close: bool,
 ) -> Framing {
     let status = response.status;
-    let http10 = response.version == Version::HTTP_10 || request.version == Version::HTTP_10;
-    buf.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
-    buf.extend_from_slice(status.as_str().as_bytes());
-    buf.push(b' ');
-    buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    buf.extend_from_slice(b"\r\n");
+    status_line(buf, status, response.version, request);
 
     let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let mut declared = None;

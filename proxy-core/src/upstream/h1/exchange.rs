@@ -94,19 +94,27 @@ pub(crate) async fn send(
         Ok(head) => head,
         Err(error) => return Err(classify(&conn, &progress, parts, error)),
     };
-    let switching = head.parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    let keep_alive = head.keep_alive && !progress.early && !switching;
-    let framing = if switching {
-        Framing::Empty
-    } else {
-        head.framing
-    };
-    Ok(Exchanged {
-        head: head.parts,
-        conn,
-        decoder: Decoder::new(framing),
-        keep_alive,
-    })
+    Ok(Exchanged::new(head, conn, progress.early))
+}
+
+impl Exchanged {
+    /// After a `101` the connection is the tunnel's: no body, not reused. An origin that
+    /// answered `early` (before the whole request was sent) leaves the connection in no
+    /// state to carry another request.
+    pub(super) fn new(head: decode::Head, conn: Box<Connection>, early: bool) -> Self {
+        let switching = head.parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        let framing = if switching {
+            Framing::Empty
+        } else {
+            head.framing
+        };
+        Exchanged {
+            head: head.parts,
+            conn,
+            decoder: Decoder::new(framing),
+            keep_alive: head.keep_alive && !early && !switching,
+        }
+    }
 }
 
 /// Whether a failure may be retried on another connection: only on a reused connection

@@ -128,18 +128,7 @@ pub(crate) fn is_stale(conn: &Connection, sending: &Sending, method: &Method) ->
 /// The head [`poll_exchange`] left as [`Answer::Generic`], read by the full rules.
 pub(crate) fn generic_head(mut conn: Box<Connection>, method: &Method) -> Result<Exchanged, Error> {
     let head = decode::parse_head(&mut conn.read_buf, method)?.ok_or(Error::Closed)?;
-    let switching = head.parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    let framing = if switching {
-        Framing::Empty
-    } else {
-        head.framing
-    };
-    Ok(Exchanged {
-        head: head.parts,
-        conn,
-        decoder: Decoder::new(framing),
-        keep_alive: head.keep_alive && !switching,
-    })
+    Ok(Exchanged::new(head, conn, false))
 }
 
 /// The body of a relayed response, read off `conn` as [`ResponseStream`] reads any.

@@ -356,11 +356,30 @@ async fn forward(
             },
         ) => {
             cluster.count_response(endpoint, status.as_u16());
-            let stream = relay::body(conn, framing, keep_alive, endpoint.pool().clone());
-            Relayed::Head {
-                status,
-                framing: write_framing,
-                body: ResponseBody::http1(stream, in_flight),
+            let pool = endpoint.pool();
+            let whole = {
+                let mut shared = lock(io);
+                let out = &mut shared.write_buf;
+                relay::take_whole_body(conn, framing, keep_alive, pool, out, write::COPY_LIMIT)
+            };
+            match whole {
+                Ok(()) => {
+                    // The body is behind the head already; the request is over upstream.
+                    drop(in_flight);
+                    Relayed::Head {
+                        status,
+                        framing: write::Framing::None,
+                        body: ResponseBody::empty(),
+                    }
+                }
+                Err(conn) => Relayed::Head {
+                    status,
+                    framing: write_framing,
+                    body: ResponseBody::http1(
+                        relay::body(conn, framing, keep_alive, pool.clone()),
+                        in_flight,
+                    ),
+                },
             }
         }
         Waited::Answer(conn, relay::Answer::Generic) => match relay::generic_head(conn, method) {

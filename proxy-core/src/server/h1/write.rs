@@ -21,7 +21,7 @@ use crate::upstream::h1::RawResponse;
 
 /// Body chunks up to this size are copied behind the head (one write for a whole small
 /// response); larger ones are written from their own buffer, beside the head.
-const COPY_LIMIT: usize = 8 * 1024;
+pub(super) const COPY_LIMIT: usize = 8 * 1024;
 
 /// What the request said that decides how its response is written.
 #[derive(Debug, Clone, Copy)]

@@ -107,11 +107,7 @@ impl ResponseStream {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        // Bytes past the end of the response were never asked for: the origin is
-        // confused or hostile, and the connection is not reused.
-        if self.keep_alive && conn.read_buf.is_empty() {
-            self.pool.put(conn);
-        }
+        release(conn, self.keep_alive, &self.pool);
     }
 
     /// Closes the connection and reports `error` on the next poll, not this one: the
@@ -124,5 +120,14 @@ impl ResponseStream {
         self.failed = Some(error);
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+/// A connection whose response has been read whole: back to `pool` if it may carry
+/// another request, closed otherwise. Bytes past the end of the response were never
+/// asked for: the origin is confused or hostile, and the connection is not reused.
+pub(super) fn release(conn: Box<Connection>, keep_alive: bool, pool: &Pool) {
+    if keep_alive && conn.read_buf.is_empty() {
+        pool.put(conn);
     }
 }

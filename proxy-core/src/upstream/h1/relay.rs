@@ -140,3 +140,32 @@ pub(crate) fn body(
 ) -> ResponseStream {
     ResponseStream::start(conn, Decoder::new(framing), keep_alive, pool)
 }
+
+/// The whole body of a relayed response when it came with its head and is at most
+/// `limit` bytes (or there is none): appended to `out`, and the connection released as
+/// at the end of any body. Otherwise the connection is handed back, for [`body`].
+///
+/// A small response then leaves in one write with no body stream at all: most
+/// responses to bodiless requests are a few hundred bytes that arrive in one read.
+pub(crate) fn take_whole_body(
+    conn: Box<Connection>,
+    framing: Framing,
+    keep_alive: bool,
+    pool: &Pool,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), Box<Connection>> {
+    let length = match framing {
+        Framing::Empty => 0,
+        Framing::Length(length) if length <= limit as u64 => length as usize,
+        _ => return Err(conn),
+    };
+    let mut conn = conn;
+    if conn.read_buf.len() < length {
+        return Err(conn);
+    }
+    out.extend_from_slice(&conn.read_buf[..length]);
+    conn.read_buf.advance(length);
+    super::body::release(conn, keep_alive, pool);
+    Ok(())
+}

@@ -154,6 +154,15 @@ pub(crate) struct ConnectionTokens {
 
 impl ConnectionTokens {
     pub(crate) fn note(&mut self, value: &[u8]) {
+        // Nearly every `Connection` field is exactly one of these.
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+            return;
+        }
+        if value.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+            return;
+        }
         for token in tokens(value) {
             if token.eq_ignore_ascii_case(b"close") {
                 self.close = true;

@@ -178,10 +178,17 @@ impl Shard {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The most recently parked connection still within its idle timeout.
+    ///
+    /// Not re-checked for a close: a parked connection's read readiness wakes the
+    /// reaper, which runs inside the runtime's event dispatch (the waker is called
+    /// there), so a connection the origin closed leaves the pool in the same driver
+    /// turn that learns of it, before any task can check it out. Checking again here
+    /// read the same readiness (and swapped the socket's waker twice) on every request.
     fn take(&self, now: Instant, timeout: Duration) -> Option<Box<Connection>> {
         let mut idle = self.lock();
         while let Some(conn) = idle.pop() {
-            if !conn.conn.is_closed() && now.duration_since(conn.since) < timeout {
+            if now.duration_since(conn.since) < timeout {
                 return Some(conn.conn);
             }
         }

@@ -149,24 +149,31 @@ pub(super) fn relayed_head(
     let mut dated = false;
     let flags = RESPONSE_FLAGS_HEADER;
     let flags = flags.as_str().as_bytes();
+    let mut lines = Lines::new(response.head);
     for relayed in response.fields {
         let name = relayed.name.as_bytes();
         if is_hop_by_hop(name) {
+            lines.flush(buf);
             continue;
         }
         match name.len() {
             4 => dated |= name.eq_ignore_ascii_case(b"date"),
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 if bodiless {
+                    lines.flush(buf);
                     continue;
                 }
                 declared = parse_length(relayed.value);
             }
-            len if len == flags.len() && name.eq_ignore_ascii_case(flags) => continue,
+            len if len == flags.len() && name.eq_ignore_ascii_case(flags) => {
+                lines.flush(buf);
+                continue;
+            }
             _ => {}
         }
-        field(buf, name, relayed.value);
+        lines.keep(buf, name, relayed.value);
     }
+    lines.flush(buf);
     if !dated {
         DATE.with_borrow_mut(|date| field(buf, b"date", date.now()));
     }
@@ -183,6 +190,64 @@ pub(super) fn relayed_head(
     }
     buf.extend_from_slice(b"\r\n");
     framing
+}
+
+/// Field lines kept from a head, copied as they stand there: consecutive kept lines go
+/// in one copy instead of being rebuilt field by field. A line that does not end in
+/// CRLF (`httparse` also takes a bare LF) is rebuilt with one.
+struct Lines<'h> {
+    head: &'h [u8],
+    /// The run of kept lines not yet copied, as offsets into `head`.
+    run: Option<(usize, usize)>,
+}
+
+impl<'h> Lines<'h> {
+    fn new(head: &'h [u8]) -> Self {
+        Self { head, run: None }
+    }
+
+    /// Keeps the field `name: value`, whose slices point into the head.
+    fn keep(&mut self, buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        match self.line(name, value) {
+            Some((start, end)) => match &mut self.run {
+                Some((_, run_end)) if *run_end == start => *run_end = end,
+                _ => {
+                    self.flush(buf);
+                    self.run = Some((start, end));
+                }
+            },
+            None => {
+                self.flush(buf);
+                field(buf, name, value);
+            }
+        }
+    }
+
+    /// Where the line of `name: value` starts and ends (after its CRLF) in the head, if
+    /// it can be copied as it is.
+    fn line(&self, name: &[u8], value: &[u8]) -> Option<(usize, usize)> {
+        let base = self.head.as_ptr() as usize;
+        let start = (name.as_ptr() as usize).checked_sub(base)?;
+        // An empty value need not point into the head.
+        let value_end = (value.as_ptr() as usize).checked_sub(base)? + value.len();
+        if value.is_empty() || value_end > self.head.len() {
+            return None;
+        }
+        let rest = &self.head[value_end..];
+        let blank = rest
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        rest[blank..]
+            .starts_with(b"\r\n")
+            .then_some((start, value_end + blank + 2))
+    }
+
+    fn flush(&mut self, buf: &mut Vec<u8>) {
+        if let Some((start, end)) = self.run.take() {
+            buf.extend_from_slice(&self.head[start..end]);
+        }
+    }
 }
 
 /// Why a response could not be written whole; the connection is then closed.
@@ -396,5 +461,71 @@ impl CachedDate {
             }
         }
         &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::MaybeUninit;
+
+    use super::*;
+    use crate::http::wire::MAX_FIELDS;
+    use crate::upstream::h1::{Peeked, peek_head};
+
+    fn relayed(raw: &[u8], request: Answering, close: bool) -> (String, Framing) {
+        let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let Ok(Peeked::Relayable(response)) = peek_head(raw, &mut storage, &http::Method::GET)
+        else {
+            panic!("not relayable: {raw:?}");
+        };
+        let mut buf = Vec::new();
+        let framing = relayed_head(&mut buf, &response, request, close);
+        (String::from_utf8(buf).unwrap(), framing)
+    }
+
+    const HTTP11: Answering = Answering {
+        version: Version::HTTP_11,
+        is_head: false,
+        accepts_trailers: false,
+    };
+
+    #[test]
+    fn relayed_heads_keep_their_lines_and_drop_the_hop_by_hop_ones() {
+        let (head, framing) = relayed(
+            b"HTTP/1.1 200 Fine\r\nServer: origin\r\nDate: today\r\nKeep-Alive: 5\r\n\
+              Content-Length: 2\r\nX-Proxy-Response-Flags: UF\r\nX-Bare: lf\n\
+              X-Spaced:  a b \r\nConnection: keep-alive\r\nEmpty:\r\nLast: 1\r\n\r\nok",
+            HTTP11,
+            true,
+        );
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nServer: origin\r\nDate: today\r\nContent-Length: 2\r\n\
+             X-Bare: lf\r\nX-Spaced:  a b \r\nEmpty: \r\nLast: 1\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(framing, Framing::Length(2));
+    }
+
+    #[test]
+    fn relayed_bodiless_responses_and_http_1_0_clients() {
+        let http10 = Answering {
+            version: Version::HTTP_10,
+            ..HTTP11
+        };
+        let (head, framing) = relayed(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\nETag: x\r\n\r\n",
+            http10,
+            false,
+        );
+        assert!(
+            head.starts_with("HTTP/1.0 304 Not Modified\r\nETag: x\r\ndate: "),
+            "{head}"
+        );
+        assert!(
+            head.ends_with("\r\nconnection: keep-alive\r\n\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains("Content-Length"), "{head}");
+        assert_eq!(framing, Framing::None);
     }
 }

@@ -61,11 +61,6 @@ impl Connection {
         self.requests > 1
     }
 
-    /// Whether an idle connection can no longer carry a request (see [`Self::park`]).
-    pub(crate) fn is_closed(&self) -> bool {
-        !self.park(Waker::noop())
-    }
-
     /// Watches an idle connection: `waker` is woken when it turns readable, which for a
     /// connection nobody sent a request on means the origin closed it (or sent bytes
     /// nobody asked for). Returns `false` if that has already happened.

@@ -127,6 +127,8 @@ pub(crate) struct RawResponse<'b> {
     pub(crate) keep_alive: bool,
     /// The fields as the origin sent them, framing and hop-by-hop ones included.
     pub(crate) fields: &'b [httparse::Header<'b>],
+    /// The head's bytes, which `fields` point into.
+    pub(crate) head: &'b [u8],
 }
 
 /// What [`peek_head`] found at the front of a read buffer.
@@ -209,6 +211,7 @@ pub(crate) fn peek_head<'b>(
         framing,
         keep_alive,
         fields,
+        head: &buf[..len],
     }))
 }
 

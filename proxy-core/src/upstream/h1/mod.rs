@@ -27,6 +27,8 @@ mod upgraded;
 pub(crate) use body::ResponseStream;
 pub(crate) use conn::Connection;
 pub(crate) use decode::{Decoded, Decoder, Framing, RawResponse};
+#[cfg(test)]
+pub(crate) use decode::{Peeked, peek_head};
 pub(crate) use exchange::{Exchanged, SendError, send};
 pub(crate) use upgraded::UpstreamUpgrade;
 

@@ -274,7 +274,9 @@ pub(super) struct BodyWriter {
     large: Option<Bytes>,
     /// Written after `large`: the CRLF closing a chunk.
     large_tail: &'static [u8],
-    trailers: Option<HeaderMap>,
+    /// Boxed: rare, and a map inline would make the writer (which every connection's
+    /// task holds room for) twice as large.
+    trailers: Option<Box<HeaderMap>>,
     body_done: bool,
 }
 
@@ -308,7 +310,7 @@ impl BodyWriter {
                     Poll::Ready(Some(Ok(frame))) => {
                         match frame.into_data() {
                             Ok(data) => self.queue_data(&mut lock(io), data)?,
-                            Err(frame) => self.trailers = frame.into_trailers().ok(),
+                            Err(frame) => self.trailers = frame.into_trailers().ok().map(Box::new),
                         }
                         continue;
                     }
@@ -388,7 +390,7 @@ impl BodyWriter {
                 let buf = &mut io.write_buf;
                 buf.extend_from_slice(b"0\r\n");
                 if self.accepts_trailers {
-                    for (name, value) in self.trailers.iter().flatten() {
+                    for (name, value) in self.trailers.iter().flat_map(|trailers| trailers.iter()) {
                         field(buf, name.as_str().as_bytes(), value.as_bytes());
                     }
                 }

@@ -201,8 +201,8 @@ pub(crate) async fn serve<P: Pipeline>(
                 (writer, body, close, request.upgrade.filter(|_| switching))
             }
             Ok(Some(Parsed::Relay(head))) => {
-                let closing = !head.keep_alive || drain.is_draining();
-                let Some((writer, body, close)) = relayed(&io, &head, &downstream, closing).await
+                let draining = drain.signal();
+                let Some((writer, body, close)) = relayed(&io, &head, &downstream, draining).await
                 else {
                     tracing::debug!("client closed the connection before its response");
                     return;
@@ -318,7 +318,7 @@ async fn relayed(
     io: &Mutex<Io>,
     head: &RelayHead,
     downstream: &Downstream,
-    closing: bool,
+    draining: &watch::Receiver<bool>,
 ) -> Option<(BodyWriter, ResponseBody, bool)> {
     let answering = Answering {
         version: head.version,
@@ -326,11 +326,17 @@ async fn relayed(
         accepts_trailers: head.accepts_trailers,
     };
     Some(
-        match relay::exchange(io, head, answering, downstream, closing).await? {
-            Relayed::Head { framing, body, .. } => {
-                (BodyWriter::new(framing, answering), body, closing)
+        match relay::exchange(io, head, answering, downstream, draining).await? {
+            Relayed::Head {
+                framing,
+                body,
+                close,
+                ..
+            } => (BodyWriter::new(framing, answering), body, close),
+            Relayed::Response(response) => {
+                let closing = !head.keep_alive || *draining.borrow();
+                write_head(io, response, answering, closing)
             }
-            Relayed::Response(response) => write_head(io, response, answering, closing),
         },
     )
 }
@@ -462,6 +468,12 @@ impl Drain {
 
     fn is_draining(&self) -> bool {
         *self.flag.borrow()
+    }
+
+    /// The signal itself, for a wait that reads it later (it is `Sync`; the
+    /// connection's registration is not).
+    fn signal(&self) -> &watch::Receiver<bool> {
+        &self.flag
     }
 
     fn poll_draining(&mut self, cx: &mut Context<'_>) -> bool {

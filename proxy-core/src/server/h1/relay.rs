@@ -28,6 +28,7 @@ use std::sync::Mutex;
 use std::task::Poll;
 
 use http::{Method, Response, StatusCode};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::conn::{Client, Io, lock};
@@ -50,6 +51,8 @@ pub(super) enum Relayed {
         status: StatusCode,
         framing: write::Framing,
         body: ResponseBody,
+        /// The head says the connection closes after this response.
+        close: bool,
     },
     /// A response for the full path's writer: a local reply, or a response the relay
     /// could not pass on as it came.
@@ -197,13 +200,15 @@ enum Stage<'c> {
 }
 
 /// Proxies the request whose upstream head is in `io`'s write buffer to `relay`'s
-/// cluster and returns its answer; `None` if the client went away first.
+/// cluster and returns its answer; `None` if the client went away first. Whether the
+/// connection closes after a relayed head is decided when the head is written (the
+/// client's keep-alive, and whether the server drains by then), as the full path does.
 pub(super) async fn exchange(
     io: &Mutex<Io>,
     head: &RelayHead,
     answering: Answering,
     downstream: &Downstream,
-    closing: bool,
+    draining: &watch::Receiver<bool>,
 ) -> Option<Relayed> {
     let stats = &downstream.stats;
     stats.downstream_rq_total.inc();
@@ -223,7 +228,7 @@ pub(super) async fn exchange(
                 deadline,
                 downstream,
                 answering,
-                closing,
+                (head.keep_alive, draining),
             )
             .await?
         }
@@ -252,7 +257,7 @@ async fn forward(
     deadline: Option<Instant>,
     downstream: &Downstream,
     answering: Answering,
-    closing: bool,
+    (keep_alive, draining): (bool, &watch::Receiver<bool>),
 ) -> Option<Relayed> {
     let stats = &downstream.stats;
     let in_flight = match cluster.admit(endpoint) {
@@ -277,6 +282,7 @@ async fn forward(
     let mut stage = connect();
     let mut timer = deadline.map(|deadline| downstream.route_timer.lend(deadline));
     let mut write_framing = write::Framing::None;
+    let mut close = false;
     let waited = poll_fn(|cx| {
         // One lock for the whole poll: the upstream exchange writes from (and into) the
         // connection's write buffer, and the client is watched through its read side.
@@ -301,7 +307,8 @@ async fn forward(
                         sending,
                         method,
                         |buf, response| {
-                            write_framing = write::relayed_head(buf, response, answering, closing);
+                            close = !keep_alive || *draining.borrow();
+                            write_framing = write::relayed_head(buf, response, answering, close);
                         },
                     );
                     match polled {
@@ -370,10 +377,12 @@ async fn forward(
                         status,
                         framing: write::Framing::None,
                         body: ResponseBody::empty(),
+                        close,
                     }
                 }
                 Err(conn) => Relayed::Head {
                     status,
+                    close,
                     framing: write_framing,
                     body: ResponseBody::http1(
                         relay::body(conn, framing, keep_alive, pool.clone()),

@@ -58,7 +58,7 @@ impl RouteRequest for Parts {
 /// header map. Only the native codec makes one, for a head whose target it has checked
 /// (see `server::h1::head`).
 pub struct RawRequest<'a> {
-    pub(crate) method: Method,
+    pub(crate) method: &'a Method,
     /// The whole target: path and query.
     pub(crate) target: &'a str,
     /// `target` up to its query.
@@ -99,7 +99,7 @@ impl RouteRequest for RawRequest<'_> {
 
     #[inline]
     fn method(&self) -> &Method {
-        &self.method
+        self.method
     }
 
     /// As [`request_host`](super::request_host) gives it: `""` when the value is not

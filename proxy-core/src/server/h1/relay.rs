@@ -144,7 +144,7 @@ pub(super) fn encode_request(
         buf.extend_from_slice(&request_id::uuid());
         buf.extend_from_slice(b"\r\n");
     }
-    if !content_length && matches!(request.method, Method::POST | Method::PUT | Method::PATCH) {
+    if !content_length && matches!(*request.method, Method::POST | Method::PUT | Method::PATCH) {
         buf.extend_from_slice(b"content-length: 0\r\n");
     }
     buf.extend_from_slice(b"\r\n");
@@ -228,7 +228,8 @@ pub(super) async fn exchange(
                 deadline,
                 downstream,
                 answering,
-                (head.keep_alive, draining),
+                head.keep_alive,
+                draining,
             )
             .await?
         }
@@ -257,7 +258,8 @@ async fn forward(
     deadline: Option<Instant>,
     downstream: &Downstream,
     answering: Answering,
-    (keep_alive, draining): (bool, &watch::Receiver<bool>),
+    keep_alive: bool,
+    draining: &watch::Receiver<bool>,
 ) -> Option<Relayed> {
     let stats = &downstream.stats;
     let in_flight = match cluster.admit(endpoint) {

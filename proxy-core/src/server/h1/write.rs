@@ -108,11 +108,7 @@ pub(super) fn head(
         close = true;
         Framing::Close
     };
-    match (close, request.version) {
-        (true, Version::HTTP_11) => field(buf, b"connection", b"close"),
-        (false, Version::HTTP_10) => field(buf, b"connection", b"keep-alive"),
-        _ => {}
-    }
+    connection_field(buf, close, request.version);
     buf.extend_from_slice(b"\r\n");
     (framing, close)
 }
@@ -126,6 +122,15 @@ fn status_line(buf: &mut Vec<u8>, status: StatusCode, version: Version, request:
     buf.push(b' ');
     buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     buf.extend_from_slice(b"\r\n");
+}
+
+/// `Connection` when it differs from the client's version's default.
+fn connection_field(buf: &mut Vec<u8>, close: bool, version: Version) {
+    match (close, version) {
+        (true, Version::HTTP_11) => field(buf, b"connection", b"close"),
+        (false, Version::HTTP_10) => field(buf, b"connection", b"keep-alive"),
+        _ => {}
+    }
 }
 
 /// [`head`] for a response the relay passes on field by field (see
@@ -183,11 +188,7 @@ pub(super) fn relayed_head(
         Some(length) if !bodiless && !request.is_head => Framing::Length(length),
         _ => Framing::None,
     };
-    match (close, request.version) {
-        (true, Version::HTTP_11) => field(buf, b"connection", b"close"),
-        (false, Version::HTTP_10) => field(buf, b"connection", b"keep-alive"),
-        _ => {}
-    }
+    connection_field(buf, close, request.version);
     buf.extend_from_slice(b"\r\n");
     framing
 }

@@ -50,23 +50,9 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     let mut fields = Fields::default();
     let (len, status, version) = {
         let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
-        let mut response = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut response,
-            buf,
-            &mut raw,
-        );
-        let len = match parsed {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-                return Err(Error::HeadTooLarge);
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(error) => return Err(Error::Parse(error)),
+        let Some((len, response)) = parse_status_head(buf, &mut raw)? else {
+            return Ok(None);
         };
-        if len > MAX_HEAD_BYTES {
-            return Err(Error::HeadTooLarge);
-        }
         let base = buf.as_ptr();
         for field in response.headers.iter() {
             if fields.take(field)? {
@@ -74,10 +60,7 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
             }
         }
         let status = response.code.unwrap_or_default();
-        let version = match response.version {
-            Some(0) => Version::HTTP_10,
-            _ => Version::HTTP_11,
-        };
+        let version = version_of(&response);
         (len, status, version)
     };
     let status = StatusCode::from_u16(status).map_err(|_| Error::InvalidHeader("status"))?;
@@ -155,23 +138,9 @@ pub(crate) fn peek_head<'b>(
     storage: &'b mut [MaybeUninit<httparse::Header<'b>>; MAX_FIELDS],
     method: &Method,
 ) -> Result<Peeked<'b>, Error> {
-    let mut response = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        buf,
-        storage,
-    );
-    let len = match parsed {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            return Err(Error::HeadTooLarge);
-        }
-        Ok(httparse::Status::Partial) => return Ok(Peeked::Partial),
-        Err(error) => return Err(Error::Parse(error)),
+    let Some((len, mut response)) = parse_status_head(buf, storage)? else {
+        return Ok(Peeked::Partial);
     };
-    if len > MAX_HEAD_BYTES {
-        return Err(Error::HeadTooLarge);
-    }
     let mut fields = Fields::default();
     let mut lengths = 0;
     for field in response.headers.iter() {
@@ -186,10 +155,7 @@ pub(crate) fn peek_head<'b>(
         }
         return Ok(Peeked::Interim(len));
     }
-    let version = match response.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
+    let version = version_of(&response);
     let (framing, mut keep_alive) = fields.framing(method, status, version)?;
     keep_alive &= match version {
         Version::HTTP_10 => fields.connection.keep_alive,
@@ -213,6 +179,39 @@ pub(crate) fn peek_head<'b>(
         fields,
         head: &buf[..len],
     }))
+}
+
+/// Runs `httparse` over the response head at the start of `buf`: its length and the
+/// parsed head, `None` while incomplete, with the same errors for both readers.
+fn parse_status_head<'b>(
+    buf: &'b [u8],
+    storage: &'b mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(usize, httparse::Response<'b, 'b>)>, Error> {
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        storage,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(Error::HeadTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(Error::Parse(error)),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(Error::HeadTooLarge);
+    }
+    Ok(Some((len, response)))
+}
+
+fn version_of(response: &httparse::Response<'_, '_>) -> Version {
+    match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    }
 }
 
 /// What the framing and connection fields of a response head say.

@@ -6,7 +6,8 @@ use super::ResponseBody;
 
 /// Header carrying Envoy-style response flags on replies the proxy generates itself, so
 /// a client (or a test) can tell a proxy 502 from an origin 502.
-pub const RESPONSE_FLAGS_HEADER: HeaderName = HeaderName::from_static("x-proxy-response-flags");
+pub const RESPONSE_FLAGS_HEADER: HeaderName = HeaderName::from_static(RESPONSE_FLAGS_NAME);
+pub(crate) const RESPONSE_FLAGS_NAME: &str = "x-proxy-response-flags";
 
 /// A reply the proxy generates because it could not (or would not) get one upstream.
 ///

@@ -28,4 +28,5 @@ pub use body::{BodyError, BoxError, IncomingBody, RequestBody, ResponseBody, Res
 pub(crate) use exchange::local_reply;
 pub use exchange::{Downstream, exchange};
 pub(crate) use headers::prepare_response;
+pub(crate) use local_reply::RESPONSE_FLAGS_NAME;
 pub use local_reply::{LocalReply, RESPONSE_FLAGS_HEADER};

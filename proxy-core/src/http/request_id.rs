@@ -13,14 +13,12 @@ pub(crate) fn generate() -> HeaderValue {
 
 /// [`generate`]'s id as text, for a head written as bytes.
 pub(crate) fn uuid() -> [u8; 36] {
-    let mut bytes = fastrand::u128(..).to_be_bytes();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
-    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut random = fastrand::u128(..);
+    random = (random & !(0xf << 76)) | (0x4 << 76); // version 4
+    random = (random & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant
     let mut hex = [0u8; 32];
-    for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0x0f)];
+    for (digits, word) in hex.chunks_exact_mut(8).zip((0..4).rev()) {
+        digits.copy_from_slice(&hex_digits((random >> (32 * word)) as u32));
     }
     // 8-4-4-4-12 digits.
     let mut out = [b'-'; 36];
@@ -30,6 +28,19 @@ pub(crate) fn uuid() -> [u8; 36] {
     out[19..23].copy_from_slice(&hex[16..20]);
     out[24..].copy_from_slice(&hex[20..]);
     out
+}
+
+/// The eight lowercase hex digits of `word`, most significant first, computed eight at
+/// a time in one `u64` (a table lookup per digit was most of an id's cost).
+fn hex_digits(word: u32) -> [u8; 8] {
+    // Spread the nibbles one per byte: 0x12345678 -> 0x0102030405060708.
+    let mut x = u64::from(word);
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // 1 in each byte whose nibble is past 9, which then skips to 'a' ('a' - '0' - 10).
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (x + 0x3030_3030_3030_3030 + letters * 39).to_be_bytes()
 }
 
 #[cfg(test)]
@@ -42,5 +53,28 @@ mod tests {
         assert_eq!(&s[14..15], "4");
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"));
         assert_ne!(super::generate(), id);
+    }
+
+    #[test]
+    fn hex_digits_match_formatting() {
+        for word in [
+            0,
+            1,
+            9,
+            10,
+            15,
+            0x1234_5678,
+            0x9abc_def0,
+            0xa0b0_c0d0,
+            u32::MAX,
+        ] {
+            let digits = super::hex_digits(word);
+            assert_eq!(std::str::from_utf8(&digits).unwrap(), format!("{word:08x}"));
+        }
+        for _ in 0..1000 {
+            let word = fastrand::u32(..);
+            let digits = super::hex_digits(word);
+            assert_eq!(std::str::from_utf8(&digits).unwrap(), format!("{word:08x}"));
+        }
     }
 }

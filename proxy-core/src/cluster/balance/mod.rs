@@ -311,8 +311,12 @@ impl Strategy {
         eligible: impl Fn(usize) -> bool,
         endpoint: impl Fn(usize) -> Option<&'e Endpoint>,
     ) -> Option<usize> {
-        if len == 0 {
-            return None;
+        match len {
+            0 => return None,
+            // Every policy picks the only endpoint there is; none needs its state
+            // advanced for it (a round-robin turn would be the same one).
+            1 => return eligible(0).then_some(0),
+            _ => {}
         }
         let found = match self {
             Strategy::RoundRobin { schedule, next } => {

@@ -172,12 +172,14 @@ pub(crate) async fn serve<P: Pipeline>(
     // One timer for the connection's life, re-armed only when it fires early: a head
     // that arrives before it (nearly all of them) costs no timer operation.
     let mut deadline = Box::pin(tokio::time::sleep(header_read_timeout));
+    let mut deadline_waker = None;
     let mut drain = Drain::new(shutdown);
     loop {
         let waiting_since = Instant::now();
         let head = poll_fn(|cx| {
             let waiting = Waiting {
                 timer: deadline.as_mut(),
+                timer_waker: &mut deadline_waker,
                 deadline: waiting_since + header_read_timeout,
                 drain: &mut drain,
             };
@@ -186,7 +188,7 @@ pub(crate) async fn serve<P: Pipeline>(
         .await;
         let (mut writer, mut body, close, upgrade) = match head {
             Ok(Some(Parsed::Request(head))) => {
-                let (handler, request) = start(&io, head, session.as_ref(), pipeline, &downstream);
+                let (handler, request) = start(&io, *head, session.as_ref(), pipeline, &downstream);
                 // The client went away: dropping the request's future abandons it
                 // upstream too.
                 let Some(response) = respond(&io, handler).await else {
@@ -335,7 +337,7 @@ async fn relayed(
             } => (BodyWriter::new(framing, answering), body, close),
             Relayed::Response(response) => {
                 let closing = !head.keep_alive || *draining.borrow();
-                write_head(io, response, answering, closing)
+                write_head(io, *response, answering, closing)
             }
         },
     )
@@ -364,6 +366,8 @@ fn write_head(
 /// What waiting for the next head watches besides the socket.
 struct Waiting<'w> {
     timer: Pin<&'w mut Sleep>,
+    /// The waker `timer` was last polled with.
+    timer_waker: &'w mut Option<Waker>,
     deadline: Instant,
     drain: &'w mut Drain,
 }
@@ -381,6 +385,7 @@ fn poll_head<P: Pipeline>(
 ) -> Poll<Result<Option<Parsed>, Refusal>> {
     let Waiting {
         mut timer,
+        timer_waker,
         deadline,
         drain,
     } = waiting;
@@ -422,12 +427,20 @@ fn poll_head<P: Pipeline>(
         if io.read_buf.is_empty() && drain.poll_draining(cx) {
             return Poll::Ready(Ok(None));
         }
-        while timer.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= deadline {
-                tracing::debug!("request head not received in time; closing the connection");
-                return Poll::Ready(Ok(None));
+        // A poll re-registers the timer's waker (≈ 100 instructions a request): while
+        // the task polling is the one registered, it is enough to see whether it fired.
+        let registered = timer_waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()));
+        if !registered || timer.is_elapsed() {
+            while timer.as_mut().poll(cx).is_ready() {
+                if Instant::now() >= deadline {
+                    tracing::debug!("request head not received in time; closing the connection");
+                    return Poll::Ready(Ok(None));
+                }
+                timer.as_mut().reset(deadline.into());
             }
-            timer.as_mut().reset(deadline.into());
+            *timer_waker = Some(cx.waker().clone());
         }
         return Poll::Pending;
     }

@@ -15,9 +15,9 @@ use http_body::Body;
 use std::sync::Mutex;
 
 use super::conn::{Client, Io, lock};
-use crate::http::wire::{field, is_hop_by_hop, parse_length};
-use crate::http::{RESPONSE_FLAGS_HEADER, ResponseBody, ResponseBodyError};
-use crate::upstream::h1::RawResponse;
+use crate::http::wire::{field, parse_length};
+use crate::http::{ResponseBody, ResponseBodyError};
+use crate::upstream::h1::{Framing as UpstreamFraming, RawResponse};
 
 /// Body chunks up to this size are copied behind the head (one write for a whole small
 /// response); larger ones are written from their own buffer, beside the head.
@@ -149,43 +149,22 @@ pub(super) fn relayed_head(
     let status = response.status;
     status_line(buf, status, response.version, request);
 
-    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    let mut declared = None;
-    let mut dated = false;
-    let flags = RESPONSE_FLAGS_HEADER;
-    let flags = flags.as_str().as_bytes();
     let mut lines = Lines::new(response.head);
-    for relayed in response.fields {
-        let name = relayed.name.as_bytes();
-        if is_hop_by_hop(name) {
+    for (index, field) in response.fields.iter().enumerate() {
+        if response.relayed.contains(index) {
+            lines.keep(buf, field.name.as_bytes(), field.value);
+        } else {
             lines.flush(buf);
-            continue;
         }
-        match name.len() {
-            4 => dated |= name.eq_ignore_ascii_case(b"date"),
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
-                if bodiless {
-                    lines.flush(buf);
-                    continue;
-                }
-                declared = parse_length(relayed.value);
-            }
-            len if len == flags.len() && name.eq_ignore_ascii_case(flags) => {
-                lines.flush(buf);
-                continue;
-            }
-            _ => {}
-        }
-        lines.keep(buf, name, relayed.value);
     }
     lines.flush(buf);
-    if !dated {
+    if !response.dated {
         DATE.with_borrow_mut(|date| field(buf, b"date", date.now()));
     }
     // The upstream codec only relays a bodiless response (HEAD, 204, 304) or one of a
     // declared length.
-    let framing = match declared {
-        Some(length) if !bodiless && !request.is_head => Framing::Length(length),
+    let framing = match response.framing {
+        UpstreamFraming::Length(length) => Framing::Length(length),
         _ => Framing::None,
     };
     connection_field(buf, close, request.version);
@@ -497,16 +476,32 @@ mod tests {
         let (head, framing) = relayed(
             b"HTTP/1.1 200 Fine\r\nServer: origin\r\nDate: today\r\nKeep-Alive: 5\r\n\
               Content-Length: 2\r\nX-Proxy-Response-Flags: UF\r\nX-Bare: lf\n\
-              X-Spaced:  a b \r\nConnection: keep-alive\r\nEmpty:\r\nLast: 1\r\n\r\nok",
+              X-Spaced:  a b \r\nConnection: keep-alive\r\nUpgrade: h2c\r\nTE: trailers\r\n\
+              Accept-Charset: x\r\nEmpty:\r\nLast: 1\r\n\r\nok",
             HTTP11,
             true,
         );
         assert_eq!(
             head,
             "HTTP/1.1 200 OK\r\nServer: origin\r\nDate: today\r\nContent-Length: 2\r\n\
-             X-Bare: lf\r\nX-Spaced:  a b \r\nEmpty: \r\nLast: 1\r\nconnection: close\r\n\r\n"
+             X-Bare: lf\r\nX-Spaced:  a b \r\nAccept-Charset: x\r\nEmpty: \r\nLast: 1\r\n\
+             connection: close\r\n\r\n"
         );
         assert_eq!(framing, Framing::Length(2));
+    }
+
+    #[test]
+    fn relayed_heads_drop_fields_up_to_the_last_position() {
+        // The hundredth field (the last a head may have) is told apart like the first.
+        let mut raw = String::from("HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 0\r\n");
+        for index in 2..99 {
+            raw.push_str(&format!("X-{index}: {index}\r\n"));
+        }
+        raw.push_str("Keep-Alive: 5\r\n\r\n");
+        let (head, _) = relayed(raw.as_bytes(), HTTP11, false);
+        assert!(head.contains("\r\nX-98: 98\r\n"), "{head}");
+        assert!(!head.contains("Keep-Alive"), "{head}");
+        assert_eq!(head.matches("\r\nX-").count(), 97);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use http::{Method, StatusCode, Version, response};
 use http_body::{Frame, SizeHint};
 
 use super::{Error, MAX_HEAD_BYTES};
+use crate::http::RESPONSE_FLAGS_NAME;
 use crate::http::wire::{Codings, ConnectionTokens, MAX_FIELDS, Spans, parse_length};
 
 /// The longest chunk-size line accepted (size, extensions, CRLF). Extensions are
@@ -98,6 +99,25 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     }))
 }
 
+/// The proxy's own field, which no origin may set on a response it passes on.
+const RESPONSE_FLAGS: &[u8] = RESPONSE_FLAGS_NAME.as_bytes();
+
+/// A set of field positions in one head (at most [`MAX_FIELDS`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FieldSet(u128);
+
+const _: () = assert!(MAX_FIELDS <= u128::BITS as usize);
+
+impl FieldSet {
+    fn insert_if(&mut self, index: usize, member: bool) {
+        self.0 |= u128::from(member) << index;
+    }
+
+    pub(crate) fn contains(self, index: usize) -> bool {
+        index < MAX_FIELDS && self.0 & (1 << index) != 0
+    }
+}
+
 /// A response head as the relay path sees it (see [`peek_head`]).
 #[derive(Debug)]
 pub(crate) struct RawResponse<'b> {
@@ -110,6 +130,12 @@ pub(crate) struct RawResponse<'b> {
     pub(crate) keep_alive: bool,
     /// The fields as the origin sent them, framing and hop-by-hop ones included.
     pub(crate) fields: &'b [httparse::Header<'b>],
+    /// Which of `fields` go downstream (bit `i` for `fields[i]`): all but the
+    /// hop-by-hop ones, the proxy's own response-flags field, and `Content-Length` on a
+    /// `204` or `304`. Decided while the head is read, so the writer only copies.
+    pub(crate) relayed: FieldSet,
+    /// Whether the head has a `Date` field.
+    pub(crate) dated: bool,
     /// The head's bytes, which `fields` point into.
     pub(crate) head: &'b [u8],
 }
@@ -141,14 +167,34 @@ pub(crate) fn peek_head<'b>(
     let Some((len, mut response)) = parse_status_head(buf, storage)? else {
         return Ok(Peeked::Partial);
     };
-    let mut fields = Fields::default();
-    let mut lengths = 0;
-    for field in response.headers.iter() {
-        lengths += usize::from(field.name.eq_ignore_ascii_case("content-length"));
-        fields.take(field)?;
-    }
     let status = StatusCode::from_u16(response.code.unwrap_or_default())
         .map_err(|_| Error::InvalidHeader("status"))?;
+    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let mut fields = Fields::default();
+    let mut lengths = 0;
+    let mut relayed = FieldSet::default();
+    let mut dated = false;
+    for (index, field) in response.headers.iter().enumerate() {
+        let name = field.name.as_bytes();
+        // What the upstream codec would not store is hop-by-hop or framing; of the rest,
+        // a few fields are not the origin's to pass on.
+        let stored = fields.take(field)?;
+        let passed_on = match name.len() {
+            2 => !name.eq_ignore_ascii_case(b"te"),
+            4 => {
+                dated |= name.eq_ignore_ascii_case(b"date");
+                true
+            }
+            7 => !name.eq_ignore_ascii_case(b"upgrade"),
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                lengths += 1;
+                !bodiless
+            }
+            len if len == RESPONSE_FLAGS.len() => !name.eq_ignore_ascii_case(RESPONSE_FLAGS),
+            _ => true,
+        };
+        relayed.insert_if(index, stored && passed_on);
+    }
     if status.is_informational() {
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Peeked::Generic);
@@ -177,6 +223,8 @@ pub(crate) fn peek_head<'b>(
         framing,
         keep_alive,
         fields,
+        relayed,
+        dated,
         head: &buf[..len],
     }))
 }

@@ -6,7 +6,9 @@ use bytes::BytesMut;
 use http::header;
 use http::{Method, Uri, Version, request};
 
-use crate::http::wire::{Codings, ConnectionTokens, MAX_FIELDS, Spans, parse_length, tokens};
+use crate::http::wire::{
+    Codings, ConnectionTokens, MAX_FIELDS, Spans, is_lowercase, parse_length, tokens,
+};
 use crate::route::{RawRequest, Relay};
 use crate::upstream::h1::Framing;
 
@@ -188,7 +190,7 @@ fn raw_request<'a>(
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     let host = spans
         .fields(head)
-        .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
+        .find(|(name, _)| is_lowercase(name, b"host"))
         .map(|(_, value)| value);
     Some(RawRequest {
         method,
@@ -256,7 +258,7 @@ impl Fields {
     fn note(&mut self, field: &httparse::Header<'_>) -> bool {
         let name = field.name.as_bytes();
         let value = field.value;
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if is_lowercase(name, b"content-length") {
             // One number per field: a list is refused even when its items agree (as
             // hyper does), repeated fields only when they agree.
             let first = self.content_length.is_none() && !self.content_length_invalid;
@@ -267,17 +269,17 @@ impl Fields {
                 _ => self.content_length_invalid = true,
             }
             return first;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if is_lowercase(name, b"transfer-encoding") {
             self.codings.note(value);
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if is_lowercase(name, b"connection") {
             self.connection.note(value);
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
+        } else if is_lowercase(name, b"upgrade") {
             self.upgrade = true;
-        } else if name.eq_ignore_ascii_case(b"host") {
+        } else if is_lowercase(name, b"host") {
             self.hosts = self.hosts.saturating_add(1);
-        } else if name.eq_ignore_ascii_case(b"expect") {
+        } else if is_lowercase(name, b"expect") {
             self.expects_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-        } else if name.eq_ignore_ascii_case(b"te") {
+        } else if is_lowercase(name, b"te") {
             self.accepts_trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
         }
         true

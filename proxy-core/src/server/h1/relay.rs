@@ -35,7 +35,7 @@ use super::conn::{Client, Io, lock};
 use super::head::RelayHead;
 use super::write::{self, Answering};
 use crate::cluster::{Cluster, Endpoint, UpstreamError};
-use crate::http::wire::{field, is_hop_by_hop};
+use crate::http::wire::{field, is_hop_by_hop, is_lowercase};
 use crate::http::{
     Downstream, LocalReply, ResponseBody, local_reply, prepare_response, request_id,
 };
@@ -98,7 +98,7 @@ pub(super) fn encode_request(
     for (name, value) in request.spans.fields(request.head) {
         if is_hop_by_hop(name) {
             // Only the first `TE` counts, as the full path reads it (`HeaderMap::get`).
-            if !te_seen && name.eq_ignore_ascii_case(b"te") {
+            if !te_seen && is_lowercase(name, b"te") {
                 te_seen = true;
                 te_trailers = value.eq_ignore_ascii_case(b"trailers");
             }
@@ -174,13 +174,13 @@ enum Edit {
 impl Edit {
     fn of(name: &[u8]) -> Self {
         match name.len() {
-            6 if name.eq_ignore_ascii_case(b"expect") => Edit::Drop,
-            12 if name.eq_ignore_ascii_case(b"x-request-id") => Edit::RequestId,
-            12 if name.eq_ignore_ascii_case(b"content-type") => Edit::ContentType,
-            14 if name.eq_ignore_ascii_case(b"content-length") => Edit::ContentLength,
-            15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => Edit::ForwardedFor,
-            17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => Edit::Drop,
-            23 if name.eq_ignore_ascii_case(b"x-forwarded-client-cert") => Edit::Drop,
+            6 if is_lowercase(name, b"expect") => Edit::Drop,
+            12 if is_lowercase(name, b"x-request-id") => Edit::RequestId,
+            12 if is_lowercase(name, b"content-type") => Edit::ContentType,
+            14 if is_lowercase(name, b"content-length") => Edit::ContentLength,
+            15 if is_lowercase(name, b"x-forwarded-for") => Edit::ForwardedFor,
+            17 if is_lowercase(name, b"x-forwarded-proto") => Edit::Drop,
+            23 if is_lowercase(name, b"x-forwarded-client-cert") => Edit::Drop,
             _ => Edit::Keep,
         }
     }

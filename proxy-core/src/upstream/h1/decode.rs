@@ -10,7 +10,7 @@ use http_body::{Frame, SizeHint};
 
 use super::{Error, MAX_HEAD_BYTES};
 use crate::http::RESPONSE_FLAGS_NAME;
-use crate::http::wire::{Codings, ConnectionTokens, MAX_FIELDS, Spans, parse_length};
+use crate::http::wire::{Codings, ConnectionTokens, MAX_FIELDS, Spans, is_lowercase, parse_length};
 
 /// The longest chunk-size line accepted (size, extensions, CRLF). Extensions are
 /// ignored, so a long line only costs buffer; 4 KiB is far past any real one.
@@ -71,9 +71,11 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         _ => !fields.connection.close,
     };
     let head = buf.split_to(len).freeze();
-    // Room for a `content-length` put back and a session cookie or two, without the map
-    // growing mid-response.
-    let mut headers = spans.to_map(&head, 3).map_err(Error::InvalidHeader)?;
+    // Room for one more field (hyper's HTTP/2 server adds `Date` when the origin sent
+    // none), no more: the map usually comes from the worker's kept ones, and an HTTP/2
+    // request's map has the smallest table (eight slots), which asking for room it
+    // rarely needs would replace (two allocations and two frees per response).
+    let mut headers = spans.to_map(&head, 1).map_err(Error::InvalidHeader)?;
     // One `Content-Length` goes on, whatever repeats the origin sent, and none beside
     // `Transfer-Encoding` (RFC 9112 §6.3 item 3) or when the values disagree.
     match (
@@ -180,17 +182,17 @@ pub(crate) fn peek_head<'b>(
         // a few fields are not the origin's to pass on.
         let stored = fields.take(field)?;
         let passed_on = match name.len() {
-            2 => !name.eq_ignore_ascii_case(b"te"),
+            2 => !is_lowercase(name, b"te"),
             4 => {
-                dated |= name.eq_ignore_ascii_case(b"date");
+                dated |= is_lowercase(name, b"date");
                 true
             }
-            7 => !name.eq_ignore_ascii_case(b"upgrade"),
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            7 => !is_lowercase(name, b"upgrade"),
+            14 if is_lowercase(name, b"content-length") => {
                 lengths += 1;
                 !bodiless
             }
-            len if len == RESPONSE_FLAGS.len() => !name.eq_ignore_ascii_case(RESPONSE_FLAGS),
+            len if len == RESPONSE_FLAGS.len() => !is_lowercase(name, RESPONSE_FLAGS),
             _ => true,
         };
         relayed.insert_if(index, stored && passed_on);
@@ -287,22 +289,22 @@ impl Fields {
         // By length first: most fields are none of these, and are told apart without a
         // comparison.
         match name.len() {
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            14 if is_lowercase(name, b"content-length") => {
                 self.content_length(value);
                 let store = !self.content_length_stored && value.iter().all(u8::is_ascii_digit);
                 self.content_length_stored |= store;
                 Ok(store)
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            17 if is_lowercase(name, b"transfer-encoding") => {
                 self.codings.note(value);
                 Ok(false)
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            10 if is_lowercase(name, b"connection") => {
                 self.connection.note(value);
                 Ok(self.connection.other)
             }
-            10 => Ok(!name.eq_ignore_ascii_case(b"keep-alive")),
-            16 => Ok(!name.eq_ignore_ascii_case(b"proxy-connection")),
+            10 => Ok(!is_lowercase(name, b"keep-alive")),
+            16 => Ok(!is_lowercase(name, b"proxy-connection")),
             _ => Ok(true),
         }
     }

@@ -93,6 +93,27 @@ fn round_robin_exact_cycle() {
 }
 
 #[test]
+fn a_lone_endpoint_is_picked_while_healthy_and_in_panic_only_when_down() {
+    for policy in POLICIES {
+        for key in [None, Some(7)] {
+            let cluster = uniform(1, ClusterOptions::DEFAULT.lb(policy));
+            assert_eq!(pick_index(&cluster, key), Some(0), "{policy:?}");
+            // Down, under the default 50 % threshold: panic, so it is still used.
+            set_down(&cluster, &[0]);
+            assert_eq!(pick_index(&cluster, key), Some(0), "{policy:?} in panic");
+            let strict = uniform(
+                1,
+                ClusterOptions::DEFAULT
+                    .lb(policy)
+                    .healthy_panic_threshold(0),
+            );
+            set_down(&strict, &[0]);
+            assert_eq!(pick_index(&strict, key), None, "{policy:?} without panic");
+        }
+    }
+}
+
+#[test]
 fn empty_cluster_picks_nothing() {
     for policy in POLICIES {
         let cluster = uniform(0, ClusterOptions::DEFAULT.lb(policy));

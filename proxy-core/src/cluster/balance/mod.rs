@@ -206,6 +206,15 @@ impl Balancer {
         avoid: &[&Endpoint],
     ) -> Option<usize> {
         let healthy = |index: usize| endpoint(index).is_some_and(Endpoint::is_healthy);
+        // One endpoint (the commonest cluster): what the rules below come to without
+        // running them. It is used while healthy, and when not, only in panic (any
+        // threshold above 0% has a lone unhealthy endpoint in panic); avoiding it
+        // changes nothing, as nothing else could be picked.
+        if let [only] = &*self.levels {
+            if let [member] = *only.members {
+                return (healthy(member) || self.panic_threshold > 0).then_some(member);
+            }
+        }
         let mut panic = [false; MAX_LEVELS];
         let drawn = match &*self.levels {
             [] => return None,

@@ -149,15 +149,7 @@ pub(super) fn relayed_head(
     let status = response.status;
     status_line(buf, status, response.version, request);
 
-    let mut lines = Lines::new(response.head);
-    for (index, field) in response.fields.iter().enumerate() {
-        if response.relayed.contains(index) {
-            lines.keep(buf, field.name.as_bytes(), field.value);
-        } else {
-            lines.flush(buf);
-        }
-    }
-    lines.flush(buf);
+    copy_lines(buf, response);
     if !response.dated {
         DATE.with_borrow_mut(|date| field(buf, b"date", date.now()));
     }
@@ -172,61 +164,50 @@ pub(super) fn relayed_head(
     framing
 }
 
-/// Field lines kept from a head, copied as they stand there: consecutive kept lines go
-/// in one copy instead of being rebuilt field by field. A line that does not end in
-/// CRLF (`httparse` also takes a bare LF) is rebuilt with one.
-struct Lines<'h> {
-    head: &'h [u8],
-    /// The run of kept lines not yet copied, as offsets into `head`.
-    run: Option<(usize, usize)>,
+/// Copies the relayed fields' lines as they stand in the origin's head, consecutive
+/// kept lines in one copy. Lines follow one another (`httparse` takes no folded
+/// lines), so a line ends where the next begins, and the last where the blank line
+/// begins: only its CRLF needs checking. A line ending in a bare LF (which `httparse`
+/// also takes) is rebuilt with CRLF.
+fn copy_lines(buf: &mut Vec<u8>, response: &RawResponse<'_>) {
+    let head = response.head;
+    let fields = response.fields;
+    let base = head.as_ptr() as usize;
+    // Where line `index` starts in the head; past the last field, where the blank line
+    // (a CRLF) starts.
+    let line_start = |index: usize| match fields.get(index) {
+        Some(field) => (field.name.as_ptr() as usize).checked_sub(base),
+        None => head.len().checked_sub(2),
+    };
+    let mut run: Option<(usize, usize)> = None;
+    let mut start = line_start(0);
+    for (index, relayed) in fields.iter().enumerate() {
+        let end = line_start(index + 1);
+        if response.relayed.contains(index) {
+            let whole = start.zip(end).filter(|&(start, end)| {
+                start + 2 <= end && head.get(end - 2..end) == Some(b"\r\n".as_slice())
+            });
+            match (whole, &mut run) {
+                (Some((start, end)), Some((_, run_end))) if *run_end == start => *run_end = end,
+                (Some(line), _) => {
+                    flush(buf, head, run.replace(line));
+                }
+                (None, _) => {
+                    flush(buf, head, run.take());
+                    field(buf, relayed.name.as_bytes(), relayed.value);
+                }
+            }
+        } else {
+            flush(buf, head, run.take());
+        }
+        start = end;
+    }
+    flush(buf, head, run);
 }
 
-impl<'h> Lines<'h> {
-    fn new(head: &'h [u8]) -> Self {
-        Self { head, run: None }
-    }
-
-    /// Keeps the field `name: value`, whose slices point into the head.
-    fn keep(&mut self, buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-        match self.line(name, value) {
-            Some((start, end)) => match &mut self.run {
-                Some((_, run_end)) if *run_end == start => *run_end = end,
-                _ => {
-                    self.flush(buf);
-                    self.run = Some((start, end));
-                }
-            },
-            None => {
-                self.flush(buf);
-                field(buf, name, value);
-            }
-        }
-    }
-
-    /// Where the line of `name: value` starts and ends (after its CRLF) in the head, if
-    /// it can be copied as it is.
-    fn line(&self, name: &[u8], value: &[u8]) -> Option<(usize, usize)> {
-        let base = self.head.as_ptr() as usize;
-        let start = (name.as_ptr() as usize).checked_sub(base)?;
-        // An empty value need not point into the head.
-        let value_end = (value.as_ptr() as usize).checked_sub(base)? + value.len();
-        if value.is_empty() || value_end > self.head.len() {
-            return None;
-        }
-        let rest = &self.head[value_end..];
-        let blank = rest
-            .iter()
-            .take_while(|&&b| b == b' ' || b == b'\t')
-            .count();
-        rest[blank..]
-            .starts_with(b"\r\n")
-            .then_some((start, value_end + blank + 2))
-    }
-
-    fn flush(&mut self, buf: &mut Vec<u8>) {
-        if let Some((start, end)) = self.run.take() {
-            buf.extend_from_slice(&self.head[start..end]);
-        }
+fn flush(buf: &mut Vec<u8>, head: &[u8], run: Option<(usize, usize)>) {
+    if let Some(line) = run.and_then(|(start, end)| head.get(start..end)) {
+        buf.extend_from_slice(line);
     }
 }
 
@@ -484,10 +465,23 @@ mod tests {
         assert_eq!(
             head,
             "HTTP/1.1 200 OK\r\nServer: origin\r\nDate: today\r\nContent-Length: 2\r\n\
-             X-Bare: lf\r\nX-Spaced:  a b \r\nAccept-Charset: x\r\nEmpty: \r\nLast: 1\r\n\
+             X-Bare: lf\r\nX-Spaced:  a b \r\nAccept-Charset: x\r\nEmpty:\r\nLast: 1\r\n\
              connection: close\r\n\r\n"
         );
         assert_eq!(framing, Framing::Length(2));
+    }
+
+    #[test]
+    fn relayed_heads_ending_in_bare_line_feeds_get_crlf() {
+        let (head, _) = relayed(
+            b"HTTP/1.1 200 OK\nDate: d\nContent-Length: 0\nA: 1\r\nB: 2\n\n",
+            HTTP11,
+            false,
+        );
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 0\r\nA: 1\r\nB: 2\r\n\r\n"
+        );
     }
 
     #[test]

@@ -7,20 +7,23 @@ Rust proxies first; see benches/load/README.md. Standard library only.
 Topology of every measurement (2 CPUs):
 
     CPU 0: load client (wrk or h2load) + origin nginx (1 worker)
-    CPU 1: the proxy under test (1 worker/thread), started fresh per scenario
+    CPU 1: the proxy under test (1 worker/thread), started fresh for every measured run
 
-For each proxy and scenario: start the proxy, check one response, warm up, then `--runs`
-measured runs. Per run the harness samples, before and after:
+For each scenario, `--runs` rounds; in each round every proxy in turn is started fresh,
+checked with one response, warmed up and measured once, so that a slow spell of the shared
+machine falls on all the proxies rather than on one proxy's runs. Per run the harness
+samples, before and after:
 
 - the proxy's CPU time: utime + stime of /proc/<pid>/stat for the proxy and all its
   descendants (nginx's worker; /proc/<pid>/stat already sums a process's threads);
 - the origin's stub_status `accepts` counter (a status server of its own, so no access
   log is needed): new upstream connections opened during the run, counted from 1 s into
-  the run (a quarter of it if shorter) so that connections re-opened after the previous
-  run's abrupt end are left out.
+  the run (a quarter of it if shorter) so that connections re-opened after the warm-up's
+  abrupt end are left out.
 
 Reported per (scenario, proxy): medians over the runs of req/s, p50/p99/p99.9 latency and
-proxy CPU µs per request; peak RSS (VmHWM summed over the proxy's processes, at the end);
+proxy CPU µs per request; peak RSS (VmHWM summed over the proxy's processes at the end of
+a run, the largest over the rounds);
 the largest number of new upstream connections in one measured run; errors summed over the
 measured runs (wrk: non-2xx/3xx >= 400 statuses + socket errors; h2load: failed, errored,
 timed-out requests and non-2xx statuses).
@@ -452,8 +455,11 @@ class Result:
         return max(values) if values else None
 
 
-def measure(name: str, scenario: Scenario, origin: Origin, args, workdir: str, user: str) -> Result:
-    result = Result(scenario.name, name)
+def measure_round(result: Result, scenario: Scenario, origin: Origin, args, workdir: str, user: str,
+                  round_no: int) -> None:
+    """One round for one proxy: started fresh, warmed up, one measured run, stopped. The
+    run is appended to `result`; a failure sets its status (later rounds then skip it)."""
+    name = result.proxy
     h2 = scenario.client == "h2load"
     settle = min(1.0, args.duration / 4)
     try:
@@ -461,49 +467,49 @@ def measure(name: str, scenario: Scenario, origin: Origin, args, workdir: str, u
     except RuntimeError as e:
         log(str(e))
         result.status = "failed: did not start"
-        return result
+        return
     try:
         port = running.h2c_port if h2 else running.port
         if h2 and (port is None or not h2c_works(port, scenario.path)):
             result.status = "n/a: no h2c downstream"
-            return result
-        log(f"{scenario.name} / {name}: warm-up {args.warmup}s")
+            return
+        log(f"{scenario.name} / {name}: round {round_no}/{args.runs}: warm-up {args.warmup}s")
         run_load(scenario, port, args.warmup, args, workdir)
-        for i in range(args.runs):
-            cpu0 = cpu_seconds(running.proc.pid) if running.proc else None
-            origin_cpu0 = cpu_seconds(origin.proc.pid)
-            acc0 = origin.accepts()
-            # The load runs in a thread so that the accepts counter can also be sampled once
-            # the run has settled: when a client stops, it closes connections with requests
-            # in flight, and a proxy must drop those upstream connections mid-response; the
-            # next run's first moments re-open them. Counting from `settle` on shows steady-
-            # state reuse; the whole-run count is kept in the JSON.
-            box: dict = {}
-            worker = threading.Thread(daemon=True, target=lambda: box.update(
-                r=_catching(run_load, scenario, port, args.duration, args, workdir)))
-            worker.start()
-            time.sleep(settle)
-            acc_mid = origin.accepts()
-            worker.join()
-            acc1 = origin.accepts()
-            cpu1 = cpu_seconds(running.proc.pid) if running.proc else None
-            origin_cpu1 = cpu_seconds(origin.proc.pid)
-            r = box["r"]
-            if isinstance(r, BaseException):
-                raise r
-            # Each status request after the first is itself one accept.
-            r["new_upstream_conns"] = acc1 - acc_mid - 1
-            r["new_upstream_conns_whole_run"] = acc1 - acc0 - 2
-            n = max(1, r["requests"])
-            r["proxy_cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / n if cpu0 is not None else None
-            r["origin_cpu_us_per_req"] = (origin_cpu1 - origin_cpu0) * 1e6 / n
-            result.runs.append(r)
-            log(f"{scenario.name} / {name}: run {i + 1}/{args.runs}: {r['rps']:.0f} req/s, "
-                f"p99 {r['p99_us']:.0f} µs, cpu/req "
-                f"{'-' if r['proxy_cpu_us_per_req'] is None else format(r['proxy_cpu_us_per_req'], '.1f')} µs, "
-                f"new conns {r['new_upstream_conns']}, errors {sum(r['errors'].values())}")
+        cpu0 = cpu_seconds(running.proc.pid) if running.proc else None
+        origin_cpu0 = cpu_seconds(origin.proc.pid)
+        acc0 = origin.accepts()
+        # The load runs in a thread so that the accepts counter can also be sampled once
+        # the run has settled: when a client stops, it closes connections with requests
+        # in flight, and a proxy must drop those upstream connections mid-response; the
+        # warm-up's last moments are re-opened in the run's first. Counting from `settle`
+        # on shows steady-state reuse; the whole-run count is kept in the JSON.
+        box: dict = {}
+        worker = threading.Thread(daemon=True, target=lambda: box.update(
+            r=_catching(run_load, scenario, port, args.duration, args, workdir)))
+        worker.start()
+        time.sleep(settle)
+        acc_mid = origin.accepts()
+        worker.join()
+        acc1 = origin.accepts()
+        cpu1 = cpu_seconds(running.proc.pid) if running.proc else None
+        origin_cpu1 = cpu_seconds(origin.proc.pid)
+        r = box["r"]
+        if isinstance(r, BaseException):
+            raise r
+        # Each status request after the first is itself one accept.
+        r["new_upstream_conns"] = acc1 - acc_mid - 1
+        r["new_upstream_conns_whole_run"] = acc1 - acc0 - 2
+        n = max(1, r["requests"])
+        r["proxy_cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / n if cpu0 is not None else None
+        r["origin_cpu_us_per_req"] = (origin_cpu1 - origin_cpu0) * 1e6 / n
+        result.runs.append(r)
+        log(f"{scenario.name} / {name}: round {round_no}/{args.runs}: {r['rps']:.0f} req/s, "
+            f"p99 {r['p99_us']:.0f} µs, cpu/req "
+            f"{'-' if r['proxy_cpu_us_per_req'] is None else format(r['proxy_cpu_us_per_req'], '.1f')} µs, "
+            f"new conns {r['new_upstream_conns']}, errors {sum(r['errors'].values())}")
         if running.proc:
-            result.peak_rss_kib = peak_rss_kib(running.proc.pid)
+            rss = peak_rss_kib(running.proc.pid)
+            result.peak_rss_kib = max(result.peak_rss_kib or 0, rss) or None
             if not running.proc.alive():
                 result.status = "failed: exited during the run"
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
@@ -512,7 +518,19 @@ def measure(name: str, scenario: Scenario, origin: Origin, args, workdir: str, u
     finally:
         if running.proc:
             running.proc.stop()
-    return result
+
+
+def measure(scenario: Scenario, proxies: list[str], origin: Origin, args, workdir: str,
+            user: str) -> list[Result]:
+    """Every proxy in `scenario`, in rounds: each round runs each proxy once, in turn, so
+    a slow spell of the shared machine falls on all of them rather than on whichever
+    proxy's runs it coincided with; the median over rounds is reported."""
+    results = [Result(scenario.name, name) for name in proxies]
+    for round_no in range(1, args.runs + 1):
+        for result in results:
+            if result.status == "ok":
+                measure_round(result, scenario, origin, args, workdir, user, round_no)
+    return results
 
 
 # ------------------------------------------------------------------------------ reports
@@ -621,13 +639,14 @@ def report(results: list[Result], args, started: datetime.datetime, load_before:
         f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']}, Linux {m['kernel']}; "
         f"load average before/after: {load_before} / {load_after}",
         f"- versions: {', '.join(versions)}",
-        f"- load: `wrk -t1 -c {args.connections} --latency` or {h2}; warm-up {args.warmup:g} s, "
-        f"then {args.runs} measured run(s) of {args.duration:g} s; medians shown",
+        f"- load: `wrk -t1 -c {args.connections} --latency` or {h2}; {args.runs} round(s), each starting "
+        f"every proxy fresh in turn: warm-up {args.warmup:g} s, then one measured run of {args.duration:g} s; "
+        "medians over the rounds shown",
         "- columns: latency percentiles are wrk's (p99.9 from its Lua `done()` hook) or computed from "
         "h2load's per-request log; *proxy CPU/req* is utime+stime of all the proxy's processes and "
         "threads over the run divided by the requests; *peak RSS* is VmHWM summed over its processes; "
         "*new upstream conns* is the origin's stub_status `accepts` delta in the worst measured run, "
-        f"counted from {min(1.0, args.duration / 4):g} s into the run (the previous run's end aborts the requests in flight, and "
+        f"counted from {min(1.0, args.duration / 4):g} s into the run (the warm-up's end aborts the requests in flight, and "
         "the proxies re-open those connections at once): 0 = every request reused a pooled "
         "connection, churn would show as thousands; *errors* are summed over the measured runs",
         "- `direct` is the load client straight to the origin over TCP loopback (wrk cannot use a Unix "
@@ -659,7 +678,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 s runs, 1 s warm-up, 1 run")
     ap.add_argument("--duration", type=float, help="seconds per measured run (default 8; quick 2)")
     ap.add_argument("--warmup", type=float, help="seconds of warm-up per proxy and scenario (default 5; quick 1)")
-    ap.add_argument("--runs", type=int, help="measured runs per proxy and scenario (default 3; quick 1)")
+    ap.add_argument("--runs", type=int, help="rounds per scenario: measured runs per proxy (default 3; quick 1)")
     ap.add_argument("--connections", type=int, default=50, help="client connections (default 50)")
     ap.add_argument("--h2-streams", type=int, default=10, help="h2load streams per connection (default 10)")
     ap.add_argument("--proxies", default=",".join(PROXIES), help=f"comma-separated subset of {','.join(PROXIES)}")
@@ -708,8 +727,7 @@ def main() -> int:
         origin = Origin(workdir, user)
         log(f"origin nginx up (pid {origin.proc.pid}); workdir {workdir}")
         for scenario in scenarios:
-            for name in proxies:
-                results.append(measure(name, scenario, origin, args, workdir, user))
+            results.extend(measure(scenario, proxies, origin, args, workdir, user))
     except KeyboardInterrupt:
         log("interrupted")
         return 130

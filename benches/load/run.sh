@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side load harness: our proxy vs Envoy, nginx, HAProxy and Pingora.
 #
-#   benches/load/run.sh            # default: ~12-15 min, writes docs/benchmarks.md
+#   benches/load/run.sh            # default: ~18-20 min, writes docs/benchmarks.md
 #   benches/load/run.sh --quick    # smoke run, ~2 min (+ builds)
 #
 # Installs what is missing (Debian: nginx-light haproxy wrk nghttp2-client cmake; PyPI:

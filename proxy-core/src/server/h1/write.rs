@@ -472,6 +472,30 @@ mod tests {
     }
 
     #[test]
+    fn relayed_heads_drop_every_hop_by_hop_field() {
+        // A `Connection` naming another field is left to the full path.
+        let fields = [
+            ("Connection", "keep-alive"),
+            ("Keep-Alive", "5"),
+            ("Proxy-Connection", "x"),
+            ("TE", "x"),
+            ("Upgrade", "x"),
+        ];
+        for (name, value) in fields {
+            let lower = name.to_ascii_lowercase();
+            assert!(crate::http::wire::is_hop_by_hop(lower.as_bytes()));
+            let raw = format!(
+                "HTTP/1.1 200 OK\r\nDate: d\r\n{name}: {value}\r\nContent-Length: 0\r\n\r\n"
+            );
+            let (head, _) = relayed(raw.as_bytes(), HTTP11, false);
+            assert_eq!(
+                head, "HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 0\r\n\r\n",
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn relayed_heads_ending_in_bare_line_feeds_get_crlf() {
         let (head, _) = relayed(
             b"HTTP/1.1 200 OK\nDate: d\nContent-Length: 0\nA: 1\r\nB: 2\n\n",

@@ -41,12 +41,16 @@ pub(super) fn head(
     buf.extend_from_slice(target.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
     let headers = &parts.headers;
-    if !headers.contains_key(header::HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            field(buf, b"host", authority.as_str().as_bytes());
-        }
+    // A target with an authority (HTTP/2's `:authority`, an absolute-form target) names
+    // the host, whatever a `Host` field says (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
+    let authority = parts.uri.authority();
+    if let Some(authority) = authority {
+        field(buf, b"host", authority.as_str().as_bytes());
     }
     for (name, value) in headers {
+        if authority.is_some() && name == header::HOST {
+            continue;
+        }
         field(buf, name.as_str().as_bytes(), value.as_bytes());
     }
     let encoder = match content_length(headers) {
@@ -188,10 +192,22 @@ mod tests {
     #[test]
     fn host_comes_from_the_authority_when_missing() {
         let request = http::Request::get("http://origin:8080/x").body(()).unwrap();
-        assert!(
-            encode(request, true, Some(0))
-                .0
-                .contains("host: origin:8080\r\n")
+        assert_eq!(
+            encode(request, true, Some(0)).0,
+            "GET /x HTTP/1.1\r\nhost: origin:8080\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_authority_replaces_a_host_field() {
+        let request = http::Request::get("http://target.example:81/a?b=1")
+            .header("host", "other.example")
+            .header("accept", "*/*")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            encode(request, true, Some(0)).0,
+            "GET /a?b=1 HTTP/1.1\r\nhost: target.example:81\r\naccept: */*\r\n\r\n"
         );
     }
 

@@ -99,7 +99,7 @@ stats_struct! {
     /// | `upstream_cx_total` | connections established (HTTP and TCP proxy; failed dials are `upstream_cx_connect_fail`) |
     /// | `upstream_cx_active` (gauge) | connections open now |
     /// | `upstream_rq_total` | requests admitted by `max_requests` and sent to an endpoint |
-    /// | `upstream_rq_active` (gauge) | admitted requests not yet over: until the response body ends, fails or is dropped (a request waiting for a connection counts too) |
+    /// | `upstream_rq_active` (gauge) | admitted requests not yet over: until the response body ends, fails or is dropped (a request waiting for a connection counts too; one its client abandoned while its HTTP/1.1 response head was awaited, until that answer is read in the background or its connection closes) |
     /// | `upstream_rq_5xx` | 5xx response heads, plus connect failures and resets (charged as 503) and timeouts reported with `Cluster::record_timeout` (charged as 504), as Envoy charges them |
     /// | `upstream_rq_pending_overflow` | requests refused by `max_requests` or `max_pending_requests` (503 `UO`) |
     /// | `upstream_rq_pending_total`, `upstream_rq_pending_active` (gauge) | requests that waited (now waiting) for a connection under `max_connections` |

@@ -528,9 +528,12 @@ impl Cluster {
         in_flight: InFlight,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let (parts, mut body) = request.into_parts();
+        // Taken by the exchange only if it is abandoned, which also ends this future.
+        let mut in_flight = Some(in_flight);
         loop {
             let conn = self.http1_connection(endpoint).await?;
-            let exchanged = match h1::send(conn, &parts, &mut body).await {
+            let pool = endpoint.pool();
+            let exchanged = match h1::send(conn, &parts, &mut body, pool, &mut in_flight).await {
                 Ok(exchanged) => exchanged,
                 // The origin had closed an idle connection and saw nothing of the request:
                 // it goes out again, on another connection, unchanged.
@@ -547,6 +550,9 @@ impl Cluster {
             };
             // The request head is written: its map serves the next head parsed here.
             crate::http::wire::recycle(parts.headers);
+            let Some(in_flight) = in_flight.take() else {
+                return Err(UpstreamError::Reset(Box::new(h1::Error::Closed)));
+            };
             return Ok(Self::http1_response(exchanged, endpoint, in_flight));
         }
     }

@@ -234,13 +234,13 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
 
 /// HTTP/1.1 upstream: `GET /path?q HTTP/1.1` with the authority in `Host`.
 ///
-/// A target with an authority (HTTP/1.1 absolute-form, HTTP/2 `:authority`) wins over
-/// any `Host` header (RFC 9112 §3.2.2, RFC 9113 §8.3.1), the same authority routing
-/// chose the virtual host by, so the origin and the router never disagree on the host.
+/// The target stays as received: the HTTP/1.1 encoder (`upstream::h1::encode`) writes
+/// its path and, when it has an authority (HTTP/1.1 absolute-form, HTTP/2
+/// `:authority`), the `Host` line from it in place of any `Host` field (RFC 9112
+/// §3.2.2, RFC 9113 §8.3.1) — the same authority routing chose the virtual host by, so
+/// the origin and the router never disagree on the host. Rebuilding the URI and copying
+/// the authority into a new field here cost ≈ 1k instructions per HTTP/2 request.
 fn into_origin_form(parts: &mut Parts) {
-    // The target stays as received: the HTTP/1.1 encoder writes its path and takes the
-    // `Host` field from its authority when it has one, which saves rebuilding the URI
-    // and copying the authority into a new field for every HTTP/2 request.
     parts.version = Version::HTTP_11;
 }
 

@@ -13,8 +13,8 @@
 //! it is re-armed to that deadline, so a request still times out on time. Concurrent
 //! requests of an HTTP/2 connection find it lent out and take another: the connection
 //! keeps as many as its streams used at once, up to [`KEPT_TIMERS`] (a fresh timer per
-//! stream cost an allocation, a wheel insert and a remove: ≈ 700 instructions a request
-//! under `h2load -m 10`, measured).
+//! stream cost an allocation, a wheel insert and a remove: 1.7k of an h2c request's
+//! 45.7k instructions under `h2load -m 10`, measured).
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;

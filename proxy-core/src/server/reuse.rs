@@ -179,6 +179,17 @@ impl Handler {
     }
 }
 
+impl Drop for Handler {
+    /// A handler is dropped with a request in it only when the request's client went
+    /// away (an HTTP/2 stream reset, a closed connection): an upstream exchange that
+    /// awaits its response head then finishes in the background, keeping its
+    /// connection (`upstream::h1::client_gone`). A handler between requests holds none.
+    fn drop(&mut self) {
+        let future = std::mem::replace(&mut self.future, Box::pin(std::future::pending()));
+        crate::upstream::h1::client_gone(|| drop(future));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,11 +123,82 @@ impl ResponseStream {
     }
 }
 
+impl Drop for ResponseStream {
+    /// A body dropped unread whose remaining bytes have all arrived already (a small
+    /// response, read with its head, whose client went away before the body was
+    /// polled) is as good as read: the connection goes back to the pool instead of
+    /// closing. Any other unfinished body closes it.
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if let Decoder::Length(left) = self.decoder {
+            if conn.read_buf.len() as u64 == left {
+                conn.read_buf.clear();
+                self.decoder = Decoder::Done;
+                self.finish();
+            }
+        }
+    }
+}
+
 /// A connection whose response has been read whole: back to `pool` if it may carry
 /// another request, closed otherwise. Bytes past the end of the response were never
 /// asked for: the origin is confused or hostile, and the connection is not reused.
 pub(super) fn release(conn: Box<Connection>, keep_alive: bool, pool: &Pool) {
     if keep_alive && conn.read_buf.is_empty() {
         pool.put(conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::UnixStream;
+
+    use super::super::{Connection, send};
+    use super::*;
+    use crate::cluster::{Cluster, ClusterOptions};
+    use crate::http::RequestBody;
+    use crate::net::Stream;
+
+    /// The idle connections left in the pool after a response to a `GET` is taken as
+    /// `raw` and its body dropped without a poll. The origin keeps its side open.
+    async fn pooled_after_dropping_the_body(raw: &'static str) -> usize {
+        let cluster = Cluster::new("dropped", Vec::new(), ClusterOptions::DEFAULT);
+        let (client, mut origin) = UnixStream::pair().unwrap();
+        let conn = Connection::new(Stream::Unix(client), cluster.open_connection_for_tests());
+        let (parts, ()) = http::Request::get("/")
+            .header("host", "o")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let pool = Pool::new(4, Duration::from_secs(60));
+        let answer = async {
+            let mut request = vec![0; 4096];
+            let _ = origin.read(&mut request).await.unwrap();
+            origin.write_all(raw.as_bytes()).await.unwrap();
+        };
+        let (mut body, mut in_flight) = (RequestBody::empty(), None);
+        let (exchanged, ()) =
+            tokio::join!(send(conn, &parts, &mut body, &pool, &mut in_flight), answer);
+        let exchanged = exchanged.unwrap();
+        let (_, stream) = ResponseStream::new(exchanged, pool.clone());
+        drop(stream);
+        let pooled = pool.idle_count();
+        drop(origin);
+        pooled
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_unread_keeps_the_connection_only_when_all_of_it_arrived() {
+        let whole = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        assert_eq!(pooled_after_dropping_the_body(whole).await, 1);
+        let partial = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nok";
+        assert_eq!(pooled_after_dropping_the_body(partial).await, 0);
+        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        assert_eq!(pooled_after_dropping_the_body(chunked).await, 0);
     }
 }

@@ -168,10 +168,11 @@ async fn through_ours(raw: &str, cluster: &Cluster) -> Verdict {
         .body(())
         .unwrap()
         .into_parts();
-    let exchanged = send(conn, &parts, &mut RequestBody::empty())
+    let pool = Pool::new(1, Duration::from_secs(60));
+    let exchanged = send(conn, &parts, &mut RequestBody::empty(), &pool, &mut None)
         .await
         .map_err(|_| ())?;
-    let (head, mut stream) = ResponseStream::new(exchanged, Pool::new(1, Duration::from_secs(60)));
+    let (head, mut stream) = ResponseStream::new(exchanged, pool);
     let mut body = Some(Vec::new());
     while let Some(frame) = poll_fn(|cx| stream.poll_frame(cx)).await {
         match frame {

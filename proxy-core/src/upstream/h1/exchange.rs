@@ -8,10 +8,13 @@ use http::request::Parts;
 use http::{HeaderMap, StatusCode, response};
 use http_body::Body;
 
+use super::abandoned::AwaitingHead;
 use super::decode::{self, Decoder, Framing};
 use super::encode::{self, Encoder};
 use super::{Connection, Error};
+use crate::cluster::InFlight;
 use crate::http::RequestBody;
+use crate::upstream::Pool;
 
 /// Request body bytes buffered before they are written: small chunks coalesce with the
 /// head into one write, large ones are written as they come.
@@ -66,10 +69,16 @@ struct Progress {
 /// (1xx) responses other than `101 Switching Protocols`. The request body streams out
 /// while the connection is watched, so an origin that answers early (a 413, say) is
 /// heard without waiting for an upload it will not read.
+///
+/// Dropped while the head is awaited (the client gave up), the exchange finishes in the
+/// background, `conn` goes back to `pool`, and the request's `in_flight` is released
+/// after that (`abandoned.rs`); otherwise `in_flight` is left as it is.
 pub(crate) async fn send(
     mut conn: Box<Connection>,
     parts: &Parts,
     body: &mut RequestBody,
+    pool: &Pool,
+    in_flight: &mut Option<InFlight>,
 ) -> Result<Exchanged, SendError> {
     conn.requests += 1;
     conn.write_buf.clear();
@@ -89,7 +98,19 @@ pub(crate) async fn send(
         return Err(classify(&conn, &progress, parts, error));
     }
     let method = &parts.method;
-    let head = poll_fn(|cx| poll_head(&mut conn, cx, method)).await;
+    let head = if progress.early {
+        // The origin answered before the whole request went out: the connection carries
+        // no other request, so nothing is kept if this one is given up.
+        poll_fn(|cx| poll_head(&mut conn, cx, method)).await
+    } else {
+        let mut awaiting = AwaitingHead::new(conn, method, pool, in_flight);
+        let head = poll_fn(|cx| awaiting.poll_head(cx)).await;
+        match awaiting.into_conn() {
+            Some(taken) => conn = taken,
+            None => return Err(SendError::Failed(Error::Closed)),
+        }
+        head
+    };
     let head = match head {
         Ok(head) => head,
         Err(error) => return Err(classify(&conn, &progress, parts, error)),
@@ -198,7 +219,7 @@ fn poll_send(
     }
 }
 
-fn poll_head(
+pub(super) fn poll_head(
     conn: &mut Connection,
     cx: &mut Context<'_>,
     method: &http::Method,

@@ -14,6 +14,7 @@
 //!
 //! hyper remains the HTTP/2 client, and the health checker's HTTP/1.1 client.
 
+mod abandoned;
 mod body;
 mod conn;
 mod decode;
@@ -24,6 +25,7 @@ mod exchange;
 pub(crate) mod relay;
 mod upgraded;
 
+pub(crate) use abandoned::client_gone;
 pub(crate) use body::ResponseStream;
 pub(crate) use conn::Connection;
 pub(crate) use decode::{Decoded, Decoder, Framing, RawResponse};

@@ -1,0 +1,95 @@
+//! An HTTP/2 client resets its stream while the proxy awaits the origin's answer to a
+//! request that went out whole. The origin answers anyway; the proxy reads that answer
+//! in the background and keeps the HTTP/1.1 connection for the next request, unless the
+//! answer is too long to be worth reading.
+//!
+//! The cluster allows one connection (`max_connections: 1`), so the next request waits
+//! for it: it goes out on the same connection if that came back to the pool (and the
+//! waiter was woken), and on a second one only if the first was closed. The origin
+//! counts the connections it accepted.
+
+#![allow(clippy::unwrap_used)] // a test: a failed step should panic with its error
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use proxy_core::cluster::{CircuitBreakers, Cluster, ClusterOptions};
+use support::{Pace, RawOrigin, eventually, leak, start_proxy, within};
+use tokio::net::TcpStream;
+
+async fn h2c_client(proxy: SocketAddr) -> SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+fn get(path: &str) -> Request<Empty<Bytes>> {
+    Request::get(format!("http://proxy.test{path}"))
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// Sends a request the origin holds, resets its stream once the origin has it and the
+/// proxy has given it up, lets the origin answer it, then sends another request; the
+/// origin's connection count after that answer.
+async fn connections_after_an_abandoned_exchange(body: &'static str) -> usize {
+    let origin = RawOrigin::start(body, 200, Pace::HeadAfterGate).await;
+    let options =
+        ClusterOptions::DEFAULT.circuit_breakers(CircuitBreakers::DEFAULT.max_connections(1));
+    let cluster: &'static Cluster =
+        leak(Cluster::new("held", vec![origin.address.clone()], options));
+    let (server, proxy) = start_proxy(cluster, "held");
+    let listener = Arc::clone(&server.listener_stats()[0].1);
+    let client = h2c_client(proxy).await;
+
+    let mut abandoning = client.clone();
+    let abandoned = tokio::spawn(async move { abandoning.send_request(get("/")).await });
+    eventually("the origin has the first request", || {
+        origin.hits.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    abandoned.abort();
+    // The proxy drops the request when it reads the client's reset.
+    eventually("the proxy gives the first request up", || {
+        listener.downstream_rq_active.get() == 0
+    })
+    .await;
+    origin.gate.add_permits(2);
+
+    let mut client = client;
+    let response = within("the second response", client.send_request(get("/")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let received = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(received.len(), body.len());
+    eventually("the first request's slot is released", || {
+        cluster.stats().upstream_rq_active.get() == 0
+    })
+    .await;
+    origin.connections.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn the_answer_is_read_and_the_connection_reused() {
+    assert_eq!(connections_after_an_abandoned_exchange("ok").await, 1);
+}
+
+#[tokio::test]
+async fn an_answer_past_the_body_limit_closes_the_connection() {
+    // Past the 64 KiB the proxy reads to keep a connection.
+    let long = leak("x".repeat(80 * 1024)).as_str();
+    assert_eq!(connections_after_an_abandoned_exchange(long).await, 2);
+}

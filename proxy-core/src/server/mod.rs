@@ -3,6 +3,7 @@
 
 pub(crate) mod h1;
 mod reuse;
+mod streams;
 mod workers;
 
 pub(crate) use workers::{THREAD_NAME as WORKER_THREAD_NAME, set_count as set_worker_count};
@@ -16,7 +17,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use tokio::runtime::Handle;
@@ -31,6 +32,7 @@ use crate::route::Pipeline;
 use crate::stats::{GaugeGuard, ListenerStats, TlsStats};
 use crate::tls::{ServerTls, TlsSession};
 use reuse::Handler;
+use streams::{OnConnectionTask, StreamExecutor};
 
 /// Why serving could not start.
 #[derive(Debug, thiserror::Error)]
@@ -281,7 +283,7 @@ async fn accept_loop<P: Pipeline>(
             return;
         }
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(StreamExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -348,7 +350,7 @@ async fn accept_loop<P: Pipeline>(
             tokio::spawn(async move {
                 stats.downstream_cx_total.inc();
                 let _active = GaugeGuard::new(&stats.downstream_cx_active);
-                if let Err(error) = watcher.watch(connection).await {
+                if let Err(error) = OnConnectionTask::new(watcher.watch(connection)).await {
                     tracing::debug!(%error, "downstream connection error");
                 }
             });
@@ -398,7 +400,7 @@ async fn accept_loop<P: Pipeline>(
             let stream = Rewound::new(BytesMut::new(), stream);
             let connection =
                 serve_connection(&builder, stream, downstream, Some(session), pipeline);
-            if let Err(error) = watcher.watch(connection).await {
+            if let Err(error) = OnConnectionTask::new(watcher.watch(connection)).await {
                 tracing::debug!(%error, "downstream connection error");
             }
         });
@@ -421,7 +423,7 @@ async fn accept_loop<P: Pipeline>(
 /// What a native-codec connection needs besides its stream: hyper's builder for an
 /// HTTP/2 connection, the graceful-shutdown watcher for one, and the drain signal.
 struct Native<'a> {
-    builder: &'a auto::Builder<TokioExecutor>,
+    builder: &'a auto::Builder<StreamExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
     settings: ServerSettings,
     drain: watch::Receiver<bool>,
@@ -480,7 +482,9 @@ impl Native<'_> {
             let connection = serve_connection(self.builder, stream, downstream, None, pipeline);
             // Boxed: hyper's HTTP/2 connection is large, and inline it would size every
             // HTTP/1.1 connection's task too.
-            if let Err(error) = Box::pin(self.watcher.watch(connection)).await {
+            if let Err(error) =
+                Box::pin(OnConnectionTask::new(self.watcher.watch(connection))).await
+            {
                 tracing::debug!(%error, "downstream connection error");
             }
             return None;
@@ -495,7 +499,7 @@ impl Native<'_> {
 /// preface). Plaintext and TLS connections share this one instantiation: the transport
 /// is the `Stream` enum and the TLS session an `Option`.
 fn serve_connection<P: Pipeline>(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<StreamExecutor>,
     stream: Rewound,
     downstream: Arc<Downstream>,
     session: Option<Arc<TlsSession>>,
@@ -510,8 +514,9 @@ fn serve_connection<P: Pipeline>(
             request.extensions_mut().insert(Arc::clone(session));
         }
         let request = request.map(IncomingBody::from);
-        // hyper spawns a task per HTTP/2 stream holding this future: a lent handler keeps
-        // it a few words instead of the whole exchange (≈ 6.5 KB to allocate and copy).
+        // hyper boxes a future per HTTP/2 stream holding this one (`streams.rs`): a lent
+        // handler keeps it a few words instead of the whole exchange (≈ 6.5 KB to
+        // allocate and copy).
         let mut handler = Handler::start(pipeline, request, downstream);
         async move {
             let response = std::future::poll_fn(|cx| handler.poll_response(cx)).await;

@@ -6,8 +6,8 @@
 //! than the rest of the codec).
 //!
 //! hyper's connections (HTTP/2, and HTTP/1.1 under `--http1 hyper`) use the handlers
-//! too: hyper spawns a task per HTTP/2 stream holding the service's future, which with a
-//! lent handler is a few words instead of the whole exchange.
+//! too: hyper runs a boxed future per HTTP/2 stream holding the service's future, which
+//! with a lent handler is a few words instead of the whole exchange.
 //!
 //! Workers are single-threaded runtimes, so a thread-local list is each worker's own,
 //! with no contention. What a worker keeps is bounded: [`KEPT_BUFFERS`] buffers of each

@@ -42,7 +42,7 @@ use crate::http::{
 use crate::route::{RawRequest, Relay};
 use crate::stats::GaugeGuard;
 use crate::tls::TlsSession;
-use crate::upstream::h1::{Connection, relay};
+use crate::upstream::h1::{self, Connection, relay};
 
 /// What the relay answered with.
 pub(super) enum Relayed {
@@ -418,7 +418,17 @@ async fn forward(
             tracing::debug!(cluster = route, endpoint = %name, "upstream timeout");
             Relayed::Response(Box::new(local_reply(LocalReply::UpstreamTimeout, stats)))
         }
-        Waited::ClientGone => return None,
+        Waited::ClientGone => {
+            // The origin has the whole request and acts on it: its answer is read in the
+            // background so the connection goes back to the pool (as on the full path).
+            if let Stage::Exchanging(conn, sending) = stage
+                && sending.is_done(&lock(io).write_buf)
+            {
+                let pool = endpoint.pool().clone();
+                h1::finish_in_background(conn, method.clone(), pool, Some(in_flight));
+            }
+            return None;
+        }
     })
 }
 

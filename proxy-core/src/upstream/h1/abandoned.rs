@@ -10,6 +10,9 @@
 //! [`BODY_LIMIT`], closes the connection. Exchanges dropped for any other reason — a
 //! route or per-try timeout, a shutdown — close it at once, as before: a late origin is
 //! not waited for.
+//!
+//! The relay path (`server::h1::relay`) hands its exchanges here the same way when its
+//! client closes while the head is awaited.
 
 use std::cell::Cell;
 use std::future::poll_fn;
@@ -97,16 +100,27 @@ impl Drop for AwaitingHead<'_> {
         if !CLIENT_GONE.get() {
             return;
         }
-        // Outside a runtime (a test's or the process's end) there is nothing to finish on.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let in_flight = self.in_flight.take();
-            runtime.spawn(finish(
-                conn,
-                self.method.clone(),
-                self.pool.clone(),
-                in_flight,
-            ));
-        }
+        finish_in_background(
+            conn,
+            self.method.clone(),
+            self.pool.clone(),
+            self.in_flight.take(),
+        );
+    }
+}
+
+/// Finishes an exchange whose request went out whole and whose client has gone, on a
+/// task of its own: `conn` goes back to `pool` if the answer is over in time, and
+/// `in_flight` is released after that.
+pub(crate) fn finish_in_background(
+    conn: Box<Connection>,
+    method: Method,
+    pool: Pool,
+    in_flight: Option<InFlight>,
+) {
+    // Outside a runtime (a test's or the process's end) there is nothing to finish on.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(finish(conn, method, pool, in_flight));
     }
 }
 

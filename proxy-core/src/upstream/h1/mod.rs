@@ -25,7 +25,7 @@ mod exchange;
 pub(crate) mod relay;
 mod upgraded;
 
-pub(crate) use abandoned::client_gone;
+pub(crate) use abandoned::{client_gone, finish_in_background};
 pub(crate) use body::ResponseStream;
 pub(crate) use conn::Connection;
 pub(crate) use decode::{Decoded, Decoder, Framing, RawResponse};

@@ -27,6 +27,15 @@ const HEAD_READ: usize = 8 * 1024;
 pub(crate) struct Sending {
     written: usize,
     write_failed: bool,
+    /// Written and flushed (TLS buffers records until flushed).
+    flushed: bool,
+}
+
+impl Sending {
+    /// The whole request in `buf` reached the connection.
+    pub(crate) fn is_done(&self, buf: &[u8]) -> bool {
+        self.flushed && !self.write_failed && self.written == buf.len()
+    }
 }
 
 /// How a relayed exchange's response head was taken.
@@ -68,22 +77,23 @@ pub(crate) fn poll_exchange(
                     std::io::Error::from(std::io::ErrorKind::WriteZero).into()
                 ));
             }
-            Ok(n) => {
-                sending.written += n;
-                // TLS buffers records: they must reach the socket before the response
-                // is awaited.
-                if sending.written == buf.len() && matches!(conn.io, Stream::TlsClient(_)) {
-                    if let Err(error) = ready!(Pin::new(&mut conn.io).poll_flush(cx)) {
-                        sending.write_failed = true;
-                        return Poll::Ready(Err(error.into()));
-                    }
-                }
-            }
+            Ok(n) => sending.written += n,
             Err(error) => {
                 sending.write_failed = true;
                 return Poll::Ready(Err(error.into()));
             }
         }
+    }
+    if !sending.flushed {
+        // TLS buffers records: they must reach the socket before the response is
+        // awaited (a flush that waits is taken up again at the next poll).
+        if matches!(conn.io, Stream::TlsClient(_))
+            && let Err(error) = ready!(Pin::new(&mut conn.io).poll_flush(cx))
+        {
+            sending.write_failed = true;
+            return Poll::Ready(Err(error.into()));
+        }
+        sending.flushed = true;
     }
     loop {
         if !conn.read_buf.is_empty() {

@@ -13,17 +13,14 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt as _, Empty};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::BodyExt as _;
 use proxy_core::cluster::{CircuitBreakers, Cluster, ClusterOptions};
-use support::{Pace, RawOrigin, eventually, leak, start_proxy, status_and_body, within};
+use support::{
+    Pace, RawOrigin, eventually, h2_get, h2c_client, leak, start_proxy, status_and_body, within,
+};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
@@ -34,22 +31,6 @@ enum Client {
     H2c,
     /// An HTTP/1.1 connection (the native codec's relay path), closed.
     Http1,
-}
-
-async fn h2c_client(proxy: SocketAddr) -> SendRequest<Empty<Bytes>> {
-    let stream = TcpStream::connect(proxy).await.unwrap();
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    sender
-}
-
-fn get(path: &str) -> Request<Empty<Bytes>> {
-    Request::get(format!("http://proxy.test{path}"))
-        .body(Empty::new())
-        .unwrap()
 }
 
 /// Sends a request the origin holds, resets its stream once the origin has it and the
@@ -69,7 +50,7 @@ async fn connections_after_an_abandoned_exchange(client: Client, body: &'static 
         Client::H2c => {
             let mut client = h2c_client(proxy).await;
             let mut abandoning = client.clone();
-            let abandoned = tokio::spawn(async move { abandoning.send_request(get("/")).await });
+            let abandoned = tokio::spawn(async move { abandoning.send_request(h2_get("/")).await });
             eventually("the origin has the first request", has_first_request).await;
             abandoned.abort();
             // The proxy drops the request when it reads the client's reset.
@@ -78,7 +59,7 @@ async fn connections_after_an_abandoned_exchange(client: Client, body: &'static 
             })
             .await;
             origin.gate.add_permits(2);
-            let response = within("the second response", client.send_request(get("/")))
+            let response = within("the second response", client.send_request(h2_get("/")))
                 .await
                 .unwrap();
             let status = response.status().as_u16();

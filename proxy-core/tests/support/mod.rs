@@ -306,6 +306,29 @@ where
 
 // ----- clients ------------------------------------------------------------------------
 
+/// An HTTP/2 client (prior knowledge, hyper) on a new connection to the proxy; clone the
+/// sender for concurrent streams.
+pub async fn h2c_client(
+    proxy: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// `GET path` for an HTTP/2 client, with the authority `proxy.test`.
+pub fn h2_get(path: &str) -> Request<http_body_util::Empty<Bytes>> {
+    Request::get(format!("http://proxy.test{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
 /// `GET /` on a connection the client closes after the response.
 pub const GET: &str = "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
 

@@ -422,7 +422,7 @@ async fn forward(
             // The origin has the whole request and acts on it: its answer is read in the
             // background so the connection goes back to the pool (as on the full path).
             if let Stage::Exchanging(conn, sending) = stage
-                && sending.is_done(&lock(io).write_buf)
+                && sending.is_done()
             {
                 let pool = endpoint.pool().clone();
                 h1::finish_in_background(conn, method.clone(), pool, Some(in_flight));

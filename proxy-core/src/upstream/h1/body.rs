@@ -132,12 +132,12 @@ impl Drop for ResponseStream {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if let Decoder::Length(left) = self.decoder {
-            if conn.read_buf.len() as u64 == left {
-                conn.read_buf.clear();
-                self.decoder = Decoder::Done;
-                self.finish();
-            }
+        if let Decoder::Length(left) = self.decoder
+            && conn.read_buf.len() as u64 == left
+        {
+            conn.read_buf.clear();
+            self.decoder = Decoder::Done;
+            self.finish();
         }
     }
 }

@@ -27,14 +27,14 @@ const HEAD_READ: usize = 8 * 1024;
 pub(crate) struct Sending {
     written: usize,
     write_failed: bool,
-    /// Written and flushed (TLS buffers records until flushed).
-    flushed: bool,
+    /// All of it written, and flushed (TLS buffers records until flushed).
+    done: bool,
 }
 
 impl Sending {
-    /// The whole request in `buf` reached the connection.
-    pub(crate) fn is_done(&self, buf: &[u8]) -> bool {
-        self.flushed && !self.write_failed && self.written == buf.len()
+    /// The whole request reached the connection.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
     }
 }
 
@@ -84,7 +84,7 @@ pub(crate) fn poll_exchange(
             }
         }
     }
-    if !sending.flushed {
+    if !sending.done {
         // TLS buffers records: they must reach the socket before the response is
         // awaited (a flush that waits is taken up again at the next poll).
         if matches!(conn.io, Stream::TlsClient(_))
@@ -93,7 +93,7 @@ pub(crate) fn poll_exchange(
             sending.write_failed = true;
             return Poll::Ready(Err(error.into()));
         }
-        sending.flushed = true;
+        sending.done = true;
     }
     loop {
         if !conn.read_buf.is_empty() {

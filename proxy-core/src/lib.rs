@@ -38,6 +38,7 @@ pub mod config;
 pub mod error;
 pub mod filter;
 pub mod http;
+mod lent;
 pub mod listener;
 pub mod net;
 pub mod route;

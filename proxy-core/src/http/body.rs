@@ -474,7 +474,7 @@ enum Kind {
     },
     /// A body read off an HTTP/1.1 upstream connection, which goes back to its pool when
     /// the body ends; `in_flight` is released then, after the connection is back so a
-    /// pending request woken by it finds it.
+    /// pending request woken by it finds it (and dropped, `stream` drops first).
     Http1 {
         stream: h1::ResponseStream,
         in_flight: Option<InFlight>,
@@ -537,7 +537,7 @@ impl ResponseBody {
     /// Streams a body off an HTTP/1.1 upstream connection; `in_flight` is released when
     /// it ends (at once if it already has).
     pub(crate) fn http1(stream: h1::ResponseStream, in_flight: InFlight) -> Self {
-        let in_flight = (!stream.is_end_stream()).then_some(in_flight);
+        let in_flight = (!stream.is_settled()).then_some(in_flight);
         Self {
             kind: Kind::Http1 { stream, in_flight },
         }
@@ -565,8 +565,10 @@ impl Body for ResponseBody {
             }
             Kind::Http1 { stream, in_flight } => {
                 let frame = ready!(stream.poll_frame(cx));
-                // The stream has put its connection back (or closed it) by now.
-                if stream.is_end_stream() {
+                // Released once the stream has put its connection back (or closed it),
+                // which is at the poll after the last frame; a body dropped then drops
+                // `stream` first.
+                if stream.is_settled() {
                     drop(in_flight.take());
                 }
                 Poll::Ready(frame.map(|frame| frame.map_err(ResponseBodyError::from)))

@@ -1,17 +1,16 @@
 //! Memory a connection needs only while it serves a request — its read buffer, a large
-//! write buffer and the request's future — is lent by the worker thread rather than
-//! owned by the connection. An idle keep-alive connection then costs ≈ 3.4 KB instead
-//! of ≈ 15 KB, while a busy one takes and returns the same blocks every request: no
-//! allocator call on the hot path (glibc's malloc for blocks of this size costs more
-//! than the rest of the codec).
+//! write buffer (both in `crate::lent`) and the request's future (here) — is lent by the
+//! worker thread rather than owned by the connection. An idle keep-alive connection then
+//! costs ≈ 3.4 KB instead of ≈ 15 KB, while a busy one takes and returns the same blocks
+//! every request: no allocator call on the hot path (glibc's malloc for blocks of this
+//! size costs more than the rest of the codec).
 //!
 //! hyper's connections (HTTP/2, and HTTP/1.1 under `--http1 hyper`) use the handlers
 //! too: hyper runs a boxed future per HTTP/2 stream holding the service's future, which
 //! with a lent handler is a few words instead of the whole exchange.
 //!
 //! Workers are single-threaded runtimes, so a thread-local list is each worker's own,
-//! with no contention. What a worker keeps is bounded: [`KEPT_BUFFERS`] buffers of each
-//! kind, [`KEPT_HANDLERS`] handlers.
+//! with no contention; it keeps at most [`KEPT_HANDLERS`] handlers.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -20,15 +19,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
 use http::{Request, Response};
 
 use crate::http::{Downstream, IncomingBody, ResponseBody};
+use crate::lent::give;
 use crate::route::Pipeline;
 
-/// Buffers of each kind a worker keeps for its next requests; more are freed. Idle
-/// connections give theirs back, so this is what 10,000 idle connections still cost.
-const KEPT_BUFFERS: usize = 64;
 /// Handlers a worker keeps. Only requests in flight hold one, and HTTP/2 multiplexes
 /// hundreds per connection (`h2load -c 50 -m 10` keeps 500 in flight): with a list
 /// shorter than that, most streams built a handler and freed one (a slow allocation
@@ -37,50 +33,7 @@ const KEPT_BUFFERS: usize = 64;
 const KEPT_HANDLERS: usize = 1024;
 
 thread_local! {
-    static READ_BUFFERS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    static WRITE_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     static HANDLERS: RefCell<Vec<Handler>> = const { RefCell::new(Vec::new()) };
-}
-
-fn take<T>(list: &'static std::thread::LocalKey<RefCell<Vec<T>>>) -> Option<T> {
-    // `try_with` fails only while the thread exits; then nothing is kept.
-    list.try_with(|list| list.borrow_mut().pop()).ok().flatten()
-}
-
-fn give<T>(list: &'static std::thread::LocalKey<RefCell<Vec<T>>>, value: T, kept: usize) {
-    let _ = list.try_with(|list| {
-        let mut list = list.borrow_mut();
-        if list.len() < kept {
-            list.push(value);
-        }
-    });
-}
-
-/// An empty read buffer with room for `capacity` bytes.
-pub(super) fn read_buffer(capacity: usize) -> BytesMut {
-    let mut buffer = take(&READ_BUFFERS).unwrap_or_default();
-    // Reclaims the whole block when no request's field values still share it.
-    buffer.reserve(capacity);
-    buffer
-}
-
-/// Returns a read buffer; what it holds is discarded.
-pub(super) fn give_read_buffer(mut buffer: BytesMut) {
-    if buffer.capacity() > 0 {
-        buffer.clear();
-        give(&READ_BUFFERS, buffer, KEPT_BUFFERS);
-    }
-}
-
-pub(super) fn write_buffer() -> Vec<u8> {
-    take(&WRITE_BUFFERS).unwrap_or_default()
-}
-
-pub(super) fn give_write_buffer(mut buffer: Vec<u8>) {
-    if buffer.capacity() > 0 {
-        buffer.clear();
-        give(&WRITE_BUFFERS, buffer, KEPT_BUFFERS);
-    }
 }
 
 /// Runs a pipeline's requests one after another inside one long-lived future.
@@ -194,33 +147,6 @@ impl Drop for Handler {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_returned_read_buffer_is_lent_again_empty() {
-        let mut buffer = read_buffer(8192);
-        buffer.extend_from_slice(b"GET / HTTP/1.1\r\n");
-        let block = buffer.as_ptr();
-        give_read_buffer(buffer);
-        let again = read_buffer(8192);
-        assert!(again.is_empty());
-        assert!(again.capacity() >= 8192);
-        assert_eq!(
-            again.as_ptr(),
-            block,
-            "the block is reused, not reallocated"
-        );
-    }
-
-    #[test]
-    fn a_buffer_still_shared_by_field_values_is_not_overwritten() {
-        let mut buffer = read_buffer(8192);
-        buffer.extend_from_slice(b"host: a\r\n");
-        let field = buffer.split_to(7).freeze();
-        give_read_buffer(buffer);
-        let mut again = read_buffer(8192);
-        again.extend_from_slice(b"xxxxxxxxxxxxxxxx");
-        assert_eq!(&field[..], b"host: a");
-    }
-
     /// Answers with the request's path; a path of `/wait` never completes.
     struct Echo;
 
@@ -296,18 +222,5 @@ mod tests {
         drop(waiting);
         assert_eq!(Arc::strong_count(&downstream), 1);
         assert_eq!(kept(), before);
-    }
-
-    #[test]
-    fn what_a_worker_keeps_is_bounded() {
-        std::thread::spawn(|| {
-            for _ in 0..KEPT_BUFFERS * 2 {
-                give_write_buffer(Vec::with_capacity(16));
-            }
-            let kept = WRITE_BUFFERS.with(|list| list.borrow().len());
-            assert_eq!(kept, KEPT_BUFFERS);
-        })
-        .join()
-        .unwrap();
     }
 }

@@ -19,9 +19,10 @@ use super::head::{self, Parsed, Refusal, RelayHead, RequestHead};
 use super::relay::{self, Relayed};
 use super::write::{self, Answering, BodyWriter};
 use crate::http::{Downstream, IncomingBody, ResponseBody};
+use crate::lent::Reading;
 use crate::net::{Rewound, Stream};
 use crate::route::Pipeline;
-use crate::server::reuse::{self, Handler};
+use crate::server::reuse::Handler;
 use crate::tls::TlsSession;
 use crate::upstream::h1::{Decoded, Decoder, Framing};
 
@@ -72,13 +73,14 @@ impl Io {
     /// Between requests: the read buffer goes back to the worker unless it holds bytes
     /// the client already sent (a pipelined request), the write buffer if it is large.
     fn lend_buffers_back(&mut self) {
-        if self.read_buf.is_empty() {
-            reuse::give_read_buffer(std::mem::take(&mut self.read_buf));
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            let buffer = std::mem::take(&mut self.read_buf);
+            crate::lent::give_read_buffer(Reading::Requests, buffer);
         }
         // A small one (a head, a short body) costs an idle connection less than
         // handing it over and back costs every request.
         if self.write_buf.capacity() > KEPT_WRITE_BUFFER {
-            reuse::give_write_buffer(std::mem::take(&mut self.write_buf));
+            crate::lent::give_write_buffer(std::mem::take(&mut self.write_buf));
         }
     }
 
@@ -355,7 +357,7 @@ fn write_head(
     let mut shared = lock(io);
     let shared = &mut *shared;
     if shared.write_buf.capacity() == 0 {
-        shared.write_buf = reuse::write_buffer();
+        shared.write_buf = crate::lent::write_buffer();
     }
     shared.write_buf.clear();
     let (framing, close) = write::head(&mut shared.write_buf, &head, &body, answering, closing);
@@ -402,7 +404,7 @@ fn poll_head<P: Pipeline>(
             let parsed = head::parse(read_buf, |raw| {
                 let relay = pipeline.relay(raw)?;
                 if write_buf.capacity() == 0 {
-                    *write_buf = reuse::write_buffer();
+                    *write_buf = crate::lent::write_buffer();
                 }
                 relay::encode_request(write_buf, raw, downstream, session).then_some(relay)
             })?;
@@ -450,7 +452,7 @@ fn poll_head<P: Pipeline>(
 /// means there is now something to read into.
 fn ready_for_buffer(io: &mut Io, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
     ready!(io.stream.poll_read_ready(cx))?;
-    io.read_buf = reuse::read_buffer(READ_BUFFER);
+    io.read_buf = crate::lent::read_buffer(Reading::Requests, READ_BUFFER);
     Poll::Ready(Ok(1))
 }
 

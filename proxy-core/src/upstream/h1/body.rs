@@ -54,7 +54,14 @@ impl ResponseStream {
     }
 
     pub(crate) fn is_end_stream(&self) -> bool {
-        self.conn.is_none() && self.failed.is_none()
+        self.decoder.is_done() && self.failed.is_none()
+    }
+
+    /// The connection is back in its pool, or closed: after the poll that ends the
+    /// body (or reports its error), or at once for a body that was complete with its
+    /// head.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.conn.is_none()
     }
 
     pub(crate) fn size_hint(&self) -> SizeHint {
@@ -73,12 +80,11 @@ impl ResponseStream {
                 return Poll::Ready(None);
             };
             match self.decoder.decode(&mut conn.read_buf) {
-                Ok(Decoded::Frame(frame)) => {
-                    if self.decoder.is_done() {
-                        self.finish();
-                    }
-                    return Poll::Ready(Some(Ok(frame)));
-                }
+                // The last frame: the connection is released at the next poll or when
+                // the body is dropped, once the frame's bytes (which share its read
+                // buffer) have usually gone out, so the buffer goes back to the worker
+                // free for the next read instead of staying with the idle connection.
+                Ok(Decoded::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
                 Ok(Decoded::End) => {
                     self.finish();
                     return Poll::Ready(None);
@@ -124,7 +130,8 @@ impl ResponseStream {
 }
 
 impl Drop for ResponseStream {
-    /// A body dropped unread whose remaining bytes have all arrived already (a small
+    /// A body whose last frame was taken releases its connection here if it was not
+    /// polled again. A body dropped unread whose remaining bytes have all arrived already (a small
     /// response, read with its head, whose client went away before the body was
     /// polled) is as good as read: the connection goes back to the pool instead of
     /// closing. Any other unfinished body closes it.
@@ -132,7 +139,9 @@ impl Drop for ResponseStream {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if let Decoder::Length(left) = self.decoder
+        if self.decoder.is_done() {
+            self.finish();
+        } else if let Decoder::Length(left) = self.decoder
             && conn.read_buf.len() as u64 == left
         {
             conn.read_buf.clear();
@@ -145,8 +154,9 @@ impl Drop for ResponseStream {
 /// A connection whose response has been read whole: back to `pool` if it may carry
 /// another request, closed otherwise. Bytes past the end of the response were never
 /// asked for: the origin is confused or hostile, and the connection is not reused.
-pub(super) fn release(conn: Box<Connection>, keep_alive: bool, pool: &Pool) {
+pub(super) fn release(mut conn: Box<Connection>, keep_alive: bool, pool: &Pool) {
     if keep_alive && conn.read_buf.is_empty() {
+        conn.lend_back_read_buf();
         pool.put(conn);
     }
 }
@@ -190,6 +200,70 @@ mod tests {
         let pooled = pool.idle_count();
         drop(origin);
         pooled
+    }
+
+    /// Sends `GET /` on `conn`, answers with `raw` from `origin`, and reads the whole
+    /// body; the connection goes back to `pool`.
+    async fn exchange(
+        conn: Box<Connection>,
+        origin: &mut UnixStream,
+        raw: &[u8],
+        pool: &Pool,
+    ) -> usize {
+        let (parts, ()) = http::Request::get("/")
+            .header("host", "o")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let answer = async {
+            let mut request = vec![0; 4096];
+            let _ = origin.read(&mut request).await.unwrap();
+            origin.write_all(raw).await.unwrap();
+        };
+        let (mut body, mut in_flight) = (RequestBody::empty(), None);
+        let (exchanged, ()) =
+            tokio::join!(send(conn, &parts, &mut body, pool, &mut in_flight), answer);
+        let (_, mut stream) = ResponseStream::new(exchanged.unwrap(), pool.clone());
+        let mut read = 0;
+        while let Some(frame) = std::future::poll_fn(|cx| stream.poll_frame(cx)).await {
+            read += frame.unwrap().into_data().unwrap().len();
+        }
+        read
+    }
+
+    #[tokio::test]
+    async fn a_grown_read_buffer_goes_back_to_the_worker_and_a_head_sized_one_stays() {
+        let cluster = Cluster::new("lent", Vec::new(), ClusterOptions::DEFAULT);
+        let (client, mut origin) = UnixStream::pair().unwrap();
+        let conn = Connection::new(Stream::Unix(client), cluster.open_connection_for_tests());
+        let pool = Pool::new(4, Duration::from_secs(60));
+        let lent = || crate::lent::kept_for_tests(crate::lent::Reading::Responses);
+        let before = lent();
+
+        let small = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        assert_eq!(exchange(conn, &mut origin, small, &pool).await, 2);
+        let conn = pool.checkout().expect("kept alive");
+        assert!(
+            conn.has_buffer,
+            "a head-sized buffer stays with its connection"
+        );
+        assert_eq!(lent(), before);
+
+        let mut large = b"HTTP/1.1 200 OK\r\ncontent-length: 16384\r\n\r\n".to_vec();
+        large.resize(large.len() + 16384, b'x');
+        assert_eq!(exchange(conn, &mut origin, &large, &pool).await, 16384);
+        let conn = pool.checkout().expect("kept alive");
+        assert!(
+            !conn.has_buffer,
+            "a grown buffer goes back once the body is read"
+        );
+        assert_eq!(lent(), before + 1);
+
+        // The next response is read into a borrowed buffer with room for all of it.
+        assert_eq!(exchange(conn, &mut origin, &large, &pool).await, 16384);
+        assert_eq!(lent(), before + 1, "borrowed and given back again");
+        let conn = pool.checkout().expect("kept alive");
+        assert_eq!(conn.read_size, large.len());
     }
 
     #[tokio::test]

@@ -1,0 +1,141 @@
+//! What a worker lends to the connections it serves: read and write buffers, held only
+//! while bytes are in them. Downstream, a connection borrows its read buffer when the
+//! client's bytes arrive and gives it back between requests (`server::h1`); upstream, a
+//! connection gives back a buffer grown for a large response once it is consumed, and
+//! borrows one when the origin's next bytes arrive (`upstream::h1`). What a worker
+//! holds is then set by how many messages are being read at one instant — on a
+//! single-threaded worker, one or two — not by how many connections wait. A busy
+//! worker also cycles through the same few blocks, which stay in cache.
+//!
+//! Workers are single-threaded runtimes, so a thread-local list is each worker's own,
+//! with no contention. What a worker keeps is bounded: [`KEPT_BUFFERS`] of each kind.
+
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+use bytes::BytesMut;
+
+/// Buffers of each kind a worker keeps for its next requests; more are freed. Idle
+/// client connections give theirs back, so this is what 10,000 of them still cost.
+const KEPT_BUFFERS: usize = 64;
+
+/// What a read buffer is for. Each kind has its own list: a response buffer grows to
+/// the size of the responses read into it (a 16 KiB body is read whole, in one system
+/// call), and handed to a client connection for its requests' heads it would be wasted
+/// there while a response read got a small one and had to grow it again — two reads
+/// and a copy of the first half per 16 KiB response, measured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reading {
+    /// Requests, off client connections.
+    Requests,
+    /// Responses, off origin connections.
+    Responses,
+}
+
+impl Reading {
+    fn list(self) -> &'static LocalKey<RefCell<Vec<BytesMut>>> {
+        match self {
+            Reading::Requests => &REQUEST_BUFFERS,
+            Reading::Responses => &RESPONSE_BUFFERS,
+        }
+    }
+}
+
+thread_local! {
+    static REQUEST_BUFFERS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static RESPONSE_BUFFERS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static WRITE_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The last value put on a worker's `list`, if any.
+fn take<T>(list: &'static LocalKey<RefCell<Vec<T>>>) -> Option<T> {
+    // `try_with` fails only while the thread exits; then nothing is kept.
+    list.try_with(|list| list.borrow_mut().pop()).ok().flatten()
+}
+
+/// Keeps `value` on a worker's `list` unless it holds `kept` already.
+pub(crate) fn give<T>(list: &'static LocalKey<RefCell<Vec<T>>>, value: T, kept: usize) {
+    let _ = list.try_with(|list| {
+        let mut list = list.borrow_mut();
+        if list.len() < kept {
+            list.push(value);
+        }
+    });
+}
+
+/// An empty read buffer with room for `capacity` bytes: the last one returned if any
+/// (still in cache; and taking the same few again leaves the rest unused).
+pub(crate) fn read_buffer(reading: Reading, capacity: usize) -> BytesMut {
+    let mut buffer = take(reading.list()).unwrap_or_default();
+    // Reclaims the whole block when no field values or body chunks still share it.
+    buffer.reserve(capacity);
+    buffer
+}
+
+/// Returns a read buffer that was borrowed; what it holds is discarded.
+pub(crate) fn give_read_buffer(reading: Reading, mut buffer: BytesMut) {
+    buffer.clear();
+    give(reading.list(), buffer, KEPT_BUFFERS);
+}
+
+pub(crate) fn write_buffer() -> Vec<u8> {
+    take(&WRITE_BUFFERS).unwrap_or_default()
+}
+
+pub(crate) fn give_write_buffer(mut buffer: Vec<u8>) {
+    if buffer.capacity() > 0 {
+        buffer.clear();
+        give(&WRITE_BUFFERS, buffer, KEPT_BUFFERS);
+    }
+}
+
+/// Read buffers of `reading`'s kind this thread keeps.
+#[cfg(test)]
+pub(crate) fn kept_for_tests(reading: Reading) -> usize {
+    reading.list().with(|list| list.borrow().len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_returned_read_buffer_is_lent_again_empty() {
+        let mut buffer = read_buffer(Reading::Requests, 8192);
+        buffer.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let block = buffer.as_ptr();
+        give_read_buffer(Reading::Requests, buffer);
+        let again = read_buffer(Reading::Requests, 8192);
+        assert!(again.is_empty());
+        assert!(again.capacity() >= 8192);
+        assert_eq!(
+            again.as_ptr(),
+            block,
+            "the block is reused, not reallocated"
+        );
+    }
+
+    #[test]
+    fn a_buffer_still_shared_by_field_values_is_not_overwritten() {
+        let mut buffer = read_buffer(Reading::Requests, 8192);
+        buffer.extend_from_slice(b"host: a\r\n");
+        let field = buffer.split_to(7).freeze();
+        give_read_buffer(Reading::Requests, buffer);
+        let mut again = read_buffer(Reading::Requests, 8192);
+        again.extend_from_slice(b"xxxxxxxxxxxxxxxx");
+        assert_eq!(&field[..], b"host: a");
+    }
+
+    #[test]
+    fn what_a_worker_keeps_is_bounded() {
+        std::thread::spawn(|| {
+            for _ in 0..KEPT_BUFFERS * 2 {
+                give_write_buffer(Vec::with_capacity(16));
+            }
+            let kept = WRITE_BUFFERS.with(|list| list.borrow().len());
+            assert_eq!(kept, KEPT_BUFFERS);
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -249,6 +249,34 @@ pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     }
 }
 
+/// Whether a trailer field is passed on. Fields that frame, route or authorize a
+/// message, or describe its content, are needed before the content (RFC 9110 §6.5.1):
+/// arriving after it, a recipient that merged them into the head would act on them too
+/// late — a `Content-Length` in a request's trailers is a second, unchecked length — and
+/// connection-specific ones make an HTTP/2 message malformed (RFC 9113 §8.2.2). The list
+/// is hyper's HTTP/1.1 encoder's, plus the connection-specific fields.
+pub(crate) fn is_forwardable_trailer(name: &HeaderName) -> bool {
+    use http::header::*;
+    !matches!(
+        *name,
+        AUTHORIZATION
+            | CACHE_CONTROL
+            | CONNECTION
+            | CONTENT_ENCODING
+            | CONTENT_LENGTH
+            | CONTENT_RANGE
+            | CONTENT_TYPE
+            | HOST
+            | MAX_FORWARDS
+            | PROXY_AUTHORIZATION
+            | SET_COOKIE
+            | TE
+            | TRAILER
+            | TRANSFER_ENCODING
+            | UPGRADE
+    ) && !matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
 /// Appends `name: value` and its CRLF.
 pub(crate) fn field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     buf.extend_from_slice(name);

@@ -15,7 +15,7 @@ use http_body::Body;
 use std::sync::Mutex;
 
 use super::conn::{Client, Io, lock};
-use crate::http::wire::{field, parse_length};
+use crate::http::wire::{field, is_forwardable_trailer, parse_length};
 use crate::http::{ResponseBody, ResponseBodyError};
 use crate::upstream::h1::{Framing as UpstreamFraming, RawResponse};
 
@@ -351,7 +351,8 @@ impl BodyWriter {
                 let buf = &mut io.write_buf;
                 buf.extend_from_slice(b"0\r\n");
                 if self.accepts_trailers {
-                    for (name, value) in self.trailers.iter().flat_map(|trailers| trailers.iter()) {
+                    let trailers = self.trailers.iter().flat_map(|trailers| trailers.iter());
+                    for (name, value) in trailers.filter(|(name, _)| is_forwardable_trailer(name)) {
                         field(buf, name.as_str().as_bytes(), value.as_bytes());
                     }
                 }

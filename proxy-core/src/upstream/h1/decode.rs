@@ -10,7 +10,10 @@ use http_body::{Frame, SizeHint};
 
 use super::{Error, MAX_HEAD_BYTES};
 use crate::http::RESPONSE_FLAGS_NAME;
-use crate::http::wire::{Codings, ConnectionTokens, MAX_FIELDS, Spans, is_lowercase, parse_length};
+use crate::http::wire::{
+    Codings, ConnectionTokens, MAX_FIELDS, Spans, is_forwardable_trailer, is_lowercase,
+    parse_length,
+};
 
 /// The longest chunk-size line accepted (size, extensions, CRLF). Extensions are
 /// ignored, so a long line only costs buffer; 4 KiB is far past any real one.
@@ -525,6 +528,9 @@ fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Error> {
             for field in fields.iter() {
                 let name = HeaderName::from_bytes(field.name.as_bytes())
                     .map_err(|_| Error::Chunked("invalid trailer name"))?;
+                if !is_forwardable_trailer(&name) {
+                    continue;
+                }
                 let value = HeaderValue::from_bytes(field.value)
                     .map_err(|_| Error::Chunked("invalid trailer value"))?;
                 trailers.append(name, value);
@@ -705,6 +711,18 @@ mod tests {
         let (body, trailers) = decode_bytewise(Framing::Chunked, b"3\r\nabc\r\n0\r\n\r\n").unwrap();
         assert_eq!(body, b"abc");
         assert!(trailers.is_none());
+    }
+
+    #[test]
+    fn trailers_that_frame_route_or_belong_to_the_connection_are_dropped() {
+        let raw = b"3\r\nabc\r\n0\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\
+                    Host: evil\r\nConnection: close\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
+                    Trailer: x\r\ngrpc-status: 0\r\nx-sum: 1\r\n\r\n";
+        let (body, trailers) = decode_bytewise(Framing::Chunked, raw).unwrap();
+        assert_eq!(body, b"abc");
+        let trailers = trailers.unwrap();
+        let names: Vec<&str> = trailers.keys().map(|name| name.as_str()).collect();
+        assert_eq!(names, ["grpc-status", "x-sum"]);
     }
 
     #[test]

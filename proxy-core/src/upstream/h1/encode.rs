@@ -7,7 +7,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method};
 
 use super::Error;
-use crate::http::wire::field;
+use crate::http::wire::{field, is_forwardable_trailer};
 
 /// How the request body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +129,8 @@ impl Encoder {
             Encoder::Length(_) => Err(Error::RequestBodyLength),
             Encoder::Chunked => {
                 buf.extend_from_slice(b"0\r\n");
-                for (name, value) in trailers.into_iter().flatten() {
+                let trailers = trailers.into_iter().flatten();
+                for (name, value) in trailers.filter(|(name, _)| is_forwardable_trailer(name)) {
                     field(buf, name.as_str().as_bytes(), value.as_bytes());
                 }
                 buf.extend_from_slice(b"\r\n");
@@ -220,6 +221,18 @@ mod tests {
         trailers.insert("x-sum", "1".parse().unwrap());
         encoder.end(&mut buf, Some(&trailers)).unwrap();
         assert_eq!(buf, b"5\r\nhello\r\n0\r\nx-sum: 1\r\n\r\n");
+    }
+
+    #[test]
+    fn trailers_that_frame_the_message_are_not_sent() {
+        let mut buf = Vec::new();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("content-length", "99".parse().unwrap());
+        trailers.insert("transfer-encoding", "chunked".parse().unwrap());
+        trailers.insert("host", "elsewhere".parse().unwrap());
+        trailers.insert("x-sum", "1".parse().unwrap());
+        Encoder::Chunked.end(&mut buf, Some(&trailers)).unwrap();
+        assert_eq!(buf, b"0\r\nx-sum: 1\r\n\r\n");
     }
 
     #[test]

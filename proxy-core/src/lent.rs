@@ -72,10 +72,12 @@ pub(crate) fn read_buffer(reading: Reading, capacity: usize) -> BytesMut {
     buffer
 }
 
-/// Returns a read buffer that was borrowed; what it holds is discarded.
+/// Returns a read buffer; what it holds is discarded.
 pub(crate) fn give_read_buffer(reading: Reading, mut buffer: BytesMut) {
-    buffer.clear();
-    give(reading.list(), buffer, KEPT_BUFFERS);
+    if buffer.capacity() > 0 {
+        buffer.clear();
+        give(reading.list(), buffer, KEPT_BUFFERS);
+    }
 }
 
 pub(crate) fn write_buffer() -> Vec<u8> {

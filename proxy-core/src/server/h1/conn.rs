@@ -73,7 +73,7 @@ impl Io {
     /// Between requests: the read buffer goes back to the worker unless it holds bytes
     /// the client already sent (a pipelined request), the write buffer if it is large.
     fn lend_buffers_back(&mut self) {
-        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+        if self.read_buf.is_empty() {
             let buffer = std::mem::take(&mut self.read_buf);
             crate::lent::give_read_buffer(Reading::Requests, buffer);
         }

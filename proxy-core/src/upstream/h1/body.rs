@@ -131,10 +131,10 @@ impl ResponseStream {
 
 impl Drop for ResponseStream {
     /// A body whose last frame was taken releases its connection here if it was not
-    /// polled again. A body dropped unread whose remaining bytes have all arrived already (a small
-    /// response, read with its head, whose client went away before the body was
-    /// polled) is as good as read: the connection goes back to the pool instead of
-    /// closing. Any other unfinished body closes it.
+    /// polled again. A body dropped unread whose remaining bytes have all arrived
+    /// already (a small response, read with its head, whose client went away before
+    /// the body was polled) is as good as read: the connection goes back to the pool
+    /// instead of closing. Any other unfinished body closes it.
     fn drop(&mut self) {
         let Some(conn) = self.conn.as_mut() else {
             return;

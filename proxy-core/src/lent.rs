@@ -2,7 +2,9 @@
 //! while bytes are in them. Downstream, a connection borrows its read buffer when the
 //! client's bytes arrive and gives it back between requests (`server::h1`); upstream, a
 //! connection gives back a buffer grown for a large response once it is consumed, and
-//! borrows one when the origin's next bytes arrive (`upstream::h1`). What a worker
+//! borrows one when the origin's next bytes arrive (`upstream::h1`); one whose block
+//! is still shared by what was read into it goes back too, for its free end to take
+//! the next reads. What a worker
 //! holds is then set by how many messages are being read at one instant — on a
 //! single-threaded worker, one or two — not by how many connections wait. A busy
 //! worker also cycles through the same few blocks, which stay in cache.
@@ -18,6 +20,12 @@ use bytes::BytesMut;
 /// Buffers of each kind a worker keeps for its next requests; more are freed. Idle
 /// client connections give theirs back, so this is what 10,000 of them still cost.
 const KEPT_BUFFERS: usize = 64;
+
+/// The block that successive reads fill while what was read before still waits to be
+/// sent (see [`read_buffer`]). Larger than a connection's own buffer: each new block is
+/// an allocation of a size glibc serves slowly (≈ 9 k instructions, consolidating its
+/// small-block lists), and a 32 KiB one takes a hundred small responses.
+const SHARED_READS_BLOCK: usize = 32 * 1024;
 
 /// What a read buffer is for. Each kind has its own list: a response buffer grows to
 /// the size of the responses read into it (a 16 KiB body is read whole, in one system
@@ -63,13 +71,27 @@ pub(crate) fn give<T>(list: &'static LocalKey<RefCell<Vec<T>>>, value: T, kept: 
     });
 }
 
-/// An empty read buffer with room for `capacity` bytes: the last one returned if any
-/// (still in cache; and taking the same few again leaves the rest unused).
-pub(crate) fn read_buffer(reading: Reading, capacity: usize) -> BytesMut {
-    let mut buffer = take(reading.list()).unwrap_or_default();
-    // Reclaims the whole block when no field values or body chunks still share it.
-    buffer.reserve(capacity);
-    buffer
+/// An empty read buffer with at least `room` bytes free: the last one returned if it
+/// has that much (still in cache; and taking the same few again leaves the rest
+/// unused), else a new block of `block` bytes (or `room`, if larger).
+///
+/// A returned buffer may be the free end of a block whose start still backs field
+/// values or body chunks on their way out: reading into that end is safe (it is this
+/// buffer's alone), so successive small reads fill one block, as in an arena, and the
+/// block is freed when the last of them is sent. When that end is too short and the
+/// block still shared, the next reads go to a new [`SHARED_READS_BLOCK`].
+pub(crate) fn read_buffer(reading: Reading, room: usize, block: usize) -> BytesMut {
+    match take(reading.list()) {
+        Some(mut buffer) => {
+            // Its free end, or the whole block once nothing else shares it.
+            if buffer.try_reclaim(room) {
+                buffer
+            } else {
+                BytesMut::with_capacity(room.max(SHARED_READS_BLOCK))
+            }
+        }
+        None => BytesMut::with_capacity(room.max(block)),
+    }
 }
 
 /// Returns a read buffer; what it holds is discarded.
@@ -103,11 +125,11 @@ mod tests {
 
     #[test]
     fn a_returned_read_buffer_is_lent_again_empty() {
-        let mut buffer = read_buffer(Reading::Requests, 8192);
+        let mut buffer = read_buffer(Reading::Requests, 8192, 8192);
         buffer.extend_from_slice(b"GET / HTTP/1.1\r\n");
         let block = buffer.as_ptr();
         give_read_buffer(Reading::Requests, buffer);
-        let again = read_buffer(Reading::Requests, 8192);
+        let again = read_buffer(Reading::Requests, 8192, 8192);
         assert!(again.is_empty());
         assert!(again.capacity() >= 8192);
         assert_eq!(
@@ -119,11 +141,11 @@ mod tests {
 
     #[test]
     fn a_buffer_still_shared_by_field_values_is_not_overwritten() {
-        let mut buffer = read_buffer(Reading::Requests, 8192);
+        let mut buffer = read_buffer(Reading::Requests, 8192, 8192);
         buffer.extend_from_slice(b"host: a\r\n");
         let field = buffer.split_to(7).freeze();
         give_read_buffer(Reading::Requests, buffer);
-        let mut again = read_buffer(Reading::Requests, 8192);
+        let mut again = read_buffer(Reading::Requests, 8192, 8192);
         again.extend_from_slice(b"xxxxxxxxxxxxxxxx");
         assert_eq!(&field[..], b"host: a");
     }

@@ -452,7 +452,7 @@ fn poll_head<P: Pipeline>(
 /// means there is now something to read into.
 fn ready_for_buffer(io: &mut Io, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
     ready!(io.stream.poll_read_ready(cx))?;
-    io.read_buf = crate::lent::read_buffer(Reading::Requests, READ_BUFFER);
+    io.read_buf = crate::lent::read_buffer(Reading::Requests, READ_BUFFER, READ_BUFFER);
     Poll::Ready(Ok(1))
 }
 

@@ -22,5 +22,9 @@ pub(crate) use conn::{DownstreamUpgrade, serve};
 
 /// A read buffer lent by this worker, for the first bytes of a connection.
 pub(crate) fn read_buffer() -> bytes::BytesMut {
-    crate::lent::read_buffer(crate::lent::Reading::Requests, conn::READ_BUFFER)
+    crate::lent::read_buffer(
+        crate::lent::Reading::Requests,
+        conn::READ_BUFFER,
+        conn::READ_BUFFER,
+    )
 }

@@ -203,13 +203,38 @@ mod tests {
     }
 
     /// Sends `GET /` on `conn`, answers with `raw` from `origin`, and reads the whole
-    /// body; the connection goes back to `pool`.
+    /// body; the connection goes back to `pool`. Returns the body's length.
     async fn exchange(
         conn: Box<Connection>,
         origin: &mut UnixStream,
         raw: &[u8],
         pool: &Pool,
     ) -> usize {
+        let mut read = 0;
+        exchange_with(conn, origin, raw, pool, |frame| read += frame.len()).await;
+        read
+    }
+
+    /// [`exchange`], returning the body's frames, still held (as an HTTP/2 connection
+    /// holds them until its next write) when the connection is released.
+    async fn exchange_keeping_frames(
+        conn: Box<Connection>,
+        origin: &mut UnixStream,
+        raw: &[u8],
+        pool: &Pool,
+    ) -> Vec<bytes::Bytes> {
+        let mut frames = Vec::new();
+        exchange_with(conn, origin, raw, pool, |frame| frames.push(frame)).await;
+        frames
+    }
+
+    async fn exchange_with(
+        conn: Box<Connection>,
+        origin: &mut UnixStream,
+        raw: &[u8],
+        pool: &Pool,
+        mut on_frame: impl FnMut(bytes::Bytes),
+    ) {
         let (parts, ()) = http::Request::get("/")
             .header("host", "o")
             .body(())
@@ -224,11 +249,41 @@ mod tests {
         let (exchanged, ()) =
             tokio::join!(send(conn, &parts, &mut body, pool, &mut in_flight), answer);
         let (_, mut stream) = ResponseStream::new(exchanged.unwrap(), pool.clone());
-        let mut read = 0;
         while let Some(frame) = std::future::poll_fn(|cx| stream.poll_frame(cx)).await {
-            read += frame.unwrap().into_data().unwrap().len();
+            on_frame(frame.unwrap().into_data().unwrap());
         }
-        read
+    }
+
+    #[tokio::test]
+    async fn a_block_still_shared_goes_back_and_the_next_response_fills_its_free_end() {
+        let cluster = Cluster::new("shared", Vec::new(), ClusterOptions::DEFAULT);
+        let pool = Pool::new(4, Duration::from_secs(60));
+        let lent = || crate::lent::kept_for_tests(crate::lent::Reading::Responses);
+        let before = lent();
+        let (client_a, mut origin_a) = UnixStream::pair().unwrap();
+        let (client_b, mut origin_b) = UnixStream::pair().unwrap();
+        let a = Connection::new(Stream::Unix(client_a), cluster.open_connection_for_tests());
+        let b = Connection::new(Stream::Unix(client_b), cluster.open_connection_for_tests());
+        let small = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+        let first = exchange_keeping_frames(a, &mut origin_a, small, &pool).await;
+        let a = pool.checkout().expect("kept alive");
+        assert!(
+            !a.has_buffer,
+            "an idle connection does not pin a block its response still shares"
+        );
+        assert_eq!(lent(), before + 1);
+
+        let second = exchange_keeping_frames(b, &mut origin_b, small, &pool).await;
+        let (first, second) = (&first[0], &second[0]);
+        assert_eq!((&first[..], &second[..]), (&b"ok"[..], &b"ok"[..]));
+        let gap = second.as_ptr().addr().wrapping_sub(first.as_ptr().addr());
+        assert!(
+            (small.len()..4096).contains(&gap),
+            "the second response was read into the first one's block, right after it \
+             ({gap} bytes on)"
+        );
+        drop(a);
     }
 
     #[tokio::test]

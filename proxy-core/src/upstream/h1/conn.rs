@@ -13,6 +13,10 @@ use crate::net::Stream;
 /// small body in one read. A larger one, grown for a larger body, is lent by the
 /// worker instead (see [`Connection::read_buf`]).
 const READ_BUFFER: usize = 8 * 1024;
+/// The least room a connection reads a response into: a head and a small body are a
+/// few hundred bytes. Asking for a whole [`READ_BUFFER`] each time would make a reader
+/// whose block is still shared replace it after one response instead of filling it.
+const MIN_READ_ROOM: usize = 2 * 1024;
 /// The most read buffer room a connection asks for by habit (a body's reads ask for up
 /// to 64 KiB of what remains of it anyway).
 const MAX_READ_SIZE: usize = 64 * 1024;
@@ -26,19 +30,25 @@ pub(crate) struct Connection {
     pub(super) io: Stream,
     /// Bytes read and not yet consumed: the next response head, or body bytes.
     ///
-    /// A connection whose responses fit [`READ_BUFFER`] keeps its buffer: lending it
-    /// costs ≈ 250 instructions per request and would save little. One grown for larger
-    /// responses goes back to the worker (`crate::lent`) once consumed, and the
-    /// connection borrows one again when the origin's next bytes arrive: 50 connections
-    /// relaying 16 KiB responses then hold one or two such buffers between them instead
-    /// of 50 (≈ 1.2 MB less under that load), and the busy ones stay in cache.
+    /// A connection whose responses fit [`READ_BUFFER`] keeps its buffer while the
+    /// block is its own: lending it costs ≈ 250 instructions per request and would save
+    /// little. It goes back to the worker (`crate::lent`) once consumed if it was grown
+    /// for larger responses — 50 connections relaying 16 KiB responses then hold one or
+    /// two such buffers between them instead of 50 (≈ 1.2 MB less under that load) —
+    /// or if its block is still shared by what was read into it: the field values and
+    /// body chunks of a response relayed to an HTTP/2 client wait in that connection's
+    /// queues until its next write. The next reader then fills the block's free end
+    /// rather than every idle origin connection pinning a block of its own (500 of them
+    /// under `h2load -m 10`, 4 MB). The connection borrows a buffer again when the
+    /// origin's next bytes arrive.
     pub(super) read_buf: BytesMut,
-    /// `read_buf` is a block of its own (not given back).
+    /// `read_buf` is the connection's (not given back).
     pub(super) has_buffer: bool,
-    /// Room to borrow for the next response: as much as the last burst of reads took
-    /// (at most [`MAX_READ_SIZE`]), so a 16 KiB response is read in one system call
-    /// rather than into a head-sized buffer and then again into another (which read
-    /// such responses in two halves, each copied downstream: +25 % instructions).
+    /// Room to read the next response into: as much as the last burst of reads took
+    /// (at least [`MIN_READ_ROOM`], at most [`MAX_READ_SIZE`]), so a 16 KiB response is
+    /// read in one system call rather than into a head-sized buffer and then again into
+    /// another (which read such responses in two halves, each copied downstream: +25 %
+    /// instructions).
     pub(super) read_size: usize,
     /// Bytes read since the read buffer was last emptied waiting for the origin.
     read_run: usize,
@@ -56,7 +66,7 @@ impl Connection {
             io,
             read_buf: BytesMut::new(),
             has_buffer: false,
-            read_size: READ_BUFFER,
+            read_size: MIN_READ_ROOM,
             read_run: 0,
             write_buf: Vec::with_capacity(1024),
             requests: 0,
@@ -113,6 +123,12 @@ impl Connection {
         }
     }
 
+    /// Reads more of a response head (and what follows it) into `read_buf`, with as
+    /// much room as the connection's last responses took.
+    pub(super) fn poll_fill_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.poll_fill(cx, self.read_size)
+    }
+
     /// Reads more bytes into `read_buf`, growing it by at least `want` bytes of room.
     /// `Ready(Ok(0))` is end of stream.
     ///
@@ -125,7 +141,8 @@ impl Connection {
     ) -> Poll<io::Result<usize>> {
         if !self.has_buffer {
             ready!(self.io.poll_read_ready(cx))?;
-            self.read_buf = crate::lent::read_buffer(Reading::Responses, want.max(self.read_size));
+            let room = want.max(self.read_size);
+            self.read_buf = crate::lent::read_buffer(Reading::Responses, room, READ_BUFFER);
             self.has_buffer = true;
         }
         let read = crate::net::poll_read_into(&mut self.io, &mut self.read_buf, cx, want);
@@ -137,25 +154,34 @@ impl Connection {
         read
     }
 
-    /// Once everything read is consumed: gives the read buffer back to the worker if it
-    /// is larger than [`READ_BUFFER`] and nothing shares its block any more. A block
-    /// still shared — by the field values of the head just parsed, or a body chunk on
-    /// its way downstream — stays until this connection next waits for its origin:
-    /// taken by another reader it would have to be replaced by a new allocation.
+    /// Once everything read is consumed: keeps the read buffer if it is a head-sized
+    /// block of the connection's own, else gives it back to the worker (see
+    /// [`Connection::read_buf`]).
     pub(super) fn lend_back_read_buf(&mut self) {
         if !self.has_buffer || !self.read_buf.is_empty() {
             return;
         }
-        let size = self.read_run.clamp(READ_BUFFER, MAX_READ_SIZE);
+        let size = self.read_run.clamp(MIN_READ_ROOM, MAX_READ_SIZE);
         // Whether the buffer may have grown: asking the block costs as much again.
         let grown = size.max(self.read_size) > READ_BUFFER;
         self.read_size = size;
         self.read_run = 0;
-        if grown && self.read_buf.try_reclaim(READ_BUFFER + 1) {
-            self.has_buffer = false;
-            let buffer = std::mem::take(&mut self.read_buf);
-            crate::lent::give_read_buffer(Reading::Responses, buffer);
+        // Each succeeds without allocating only when nothing else shares the block.
+        if grown {
+            // A grown block still shared by a body chunk on its way downstream is
+            // usually free again by this connection's next read: given to another
+            // reader now, it would have to be replaced by a new allocation.
+            if !self.read_buf.try_reclaim(READ_BUFFER + 1) {
+                return;
+            }
+        } else if self.read_buf.try_reclaim(READ_BUFFER) && self.read_buf.capacity() <= READ_BUFFER
+        {
+            // A head-sized block of its own.
+            return;
         }
+        self.has_buffer = false;
+        let buffer = std::mem::take(&mut self.read_buf);
+        crate::lent::give_read_buffer(Reading::Responses, buffer);
     }
 
     /// Writes `write_buf[*written..]`, advancing `written`; `Ready(Ok(()))` once all of it

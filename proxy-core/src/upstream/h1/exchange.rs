@@ -19,8 +19,6 @@ use crate::upstream::Pool;
 /// Request body bytes buffered before they are written: small chunks coalesce with the
 /// head into one write, large ones are written as they come.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// Read buffer room asked for while waiting for a response head.
-const HEAD_READ: usize = 8 * 1024;
 
 /// Why [`send`] failed.
 #[derive(Debug)]
@@ -208,7 +206,7 @@ fn poll_send(
         }
         // Waiting on the socket or the client: meanwhile, anything from the origin is
         // an early response (or a close) that ends the upload.
-        match ready!(conn.poll_fill(cx, HEAD_READ)) {
+        match ready!(conn.poll_fill_head(cx)) {
             Ok(0) => return Poll::Ready(Err(Error::Closed)),
             Ok(_) => {
                 progress.early = true;
@@ -235,7 +233,7 @@ pub(super) fn poll_head(
                 continue;
             }
         }
-        match ready!(conn.poll_fill(cx, HEAD_READ)) {
+        match ready!(conn.poll_fill_head(cx)) {
             Ok(0) => return Poll::Ready(Err(Error::Closed)),
             Ok(_) => {}
             Err(error) => return Poll::Ready(Err(error.into())),

@@ -19,9 +19,6 @@ use crate::http::wire::MAX_FIELDS;
 use crate::net::Stream;
 use crate::upstream::Pool;
 
-/// Read buffer room asked for while waiting for a response head.
-const HEAD_READ: usize = 8 * 1024;
-
 /// How far one relayed request has gone out.
 #[derive(Debug, Default)]
 pub(crate) struct Sending {
@@ -119,7 +116,7 @@ pub(crate) fn poll_exchange(
                 }
             }
         }
-        match ready!(conn.poll_fill(cx, HEAD_READ)) {
+        match ready!(conn.poll_fill_head(cx)) {
             Ok(0) => return Poll::Ready(Err(Error::Closed)),
             Ok(_) => {}
             Err(error) => return Poll::Ready(Err(error.into())),

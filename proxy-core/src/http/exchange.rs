@@ -328,33 +328,30 @@ async fn forward<C: HttpFilter>(
             .attempts(selection, request, body_outcome, None, None, upgrade)
             .await;
     }
-    let limit = retry.map_or(RetryPolicy::DEFAULT_MAX_BUFFERED_BODY, |retry| {
-        retry.max_buffered_body
-    });
-    match keep_for_replay(parts, body, body_outcome, limit).await {
-        Kept::Replay(replay) => {
-            for mirror in mirrored {
-                let copy = super::retry::copy_parts(&replay.parts);
-                let body = replay.body.clone();
-                mirror::spawn(mirror, copy, body, downstream.client_ip, policy.timeout);
-            }
-            let request = replay.request();
-            upstream
-                .attempts(selection, request, None, Some(&replay), retry, upgrade)
-                .await
-        }
-        Kept::Stream(request, body_outcome) => {
-            tracing::debug!(
-                route = policy.name,
-                limit,
-                "request body over the replay buffer: streamed, not retried or mirrored"
-            );
-            upstream
-                .attempts(selection, request, body_outcome, None, None, upgrade)
-                .await
-        }
-        Kept::Rejected(response) => Outcome::refusal(response),
-    }
+    // Boxed: inline, the body buffer's future and the replay kept beside a second
+    // `attempts` would make every request's future ≈ 1 KB larger (each HTTP/2 stream in
+    // flight holds one), for the requests that retry or mirror.
+    let replayed = Replayed {
+        selection,
+        parts,
+        body,
+        body_outcome,
+        retry,
+        mirrored,
+        upgrade,
+    };
+    Box::pin(upstream.replayed(replayed)).await
+}
+
+/// A request [`forward`] may send more than once: to retry it or to mirror it.
+struct Replayed {
+    selection: Selection<'static>,
+    parts: Parts,
+    body: RequestBody,
+    body_outcome: Option<oneshot::Receiver<BodyOutcome>>,
+    retry: Option<&'static RetryPolicy>,
+    mirrored: Vec<&'static Cluster>,
+    upgrade: Option<Upgrade>,
 }
 
 /// What every attempt of one forwarded request shares.
@@ -370,6 +367,47 @@ struct Upstream<'d> {
 }
 
 impl Upstream<'_> {
+    /// [`forward`] for a request that may be retried or mirrored: its body is read into
+    /// memory first (up to the retry policy's limit), then the copies go out and the
+    /// request is attempted.
+    async fn replayed(&self, request: Replayed) -> Outcome {
+        let Replayed {
+            selection,
+            parts,
+            body,
+            body_outcome,
+            retry,
+            mirrored,
+            upgrade,
+        } = request;
+        let (policy, downstream) = (self.policy, self.downstream);
+        let limit = retry.map_or(RetryPolicy::DEFAULT_MAX_BUFFERED_BODY, |retry| {
+            retry.max_buffered_body
+        });
+        match keep_for_replay(parts, body, body_outcome, limit).await {
+            Kept::Replay(replay) => {
+                for mirror in mirrored {
+                    let copy = super::retry::copy_parts(&replay.parts);
+                    let body = replay.body.clone();
+                    mirror::spawn(mirror, copy, body, downstream.client_ip, policy.timeout);
+                }
+                let request = replay.request();
+                self.attempts(selection, request, None, Some(&replay), retry, upgrade)
+                    .await
+            }
+            Kept::Stream(request, body_outcome) => {
+                tracing::debug!(
+                    route = policy.name,
+                    limit,
+                    "request body over the replay buffer: streamed, not retried or mirrored"
+                );
+                self.attempts(selection, request, body_outcome, None, None, upgrade)
+                    .await
+            }
+            Kept::Rejected(response) => Outcome::refusal(response),
+        }
+    }
+
     /// Sends `request` to `selection`, and again (rebuilt from `replay`) while the
     /// attempt's outcome is retriable under `retry` and retries are left. A request
     /// without `replay` is tried once. `body_outcome` reports a streamed body's end.

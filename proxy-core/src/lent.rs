@@ -21,8 +21,8 @@ use bytes::BytesMut;
 /// client connections give theirs back, so this is what 10,000 of them still cost.
 const KEPT_BUFFERS: usize = 64;
 
-/// The block that successive reads fill while what was read before still waits to be
-/// sent (see [`read_buffer`]). Larger than a connection's own buffer: each new block is
+/// The block that successive response reads fill while what was read before still
+/// waits to be sent (see [`read_buffer`]). Larger than a connection's own buffer: each new block is
 /// an allocation of a size glibc serves slowly (≈ 9 k instructions, consolidating its
 /// small-block lists), and a 32 KiB one takes a hundred small responses.
 const SHARED_READS_BLOCK: usize = 32 * 1024;
@@ -45,6 +45,17 @@ impl Reading {
         match self {
             Reading::Requests => &REQUEST_BUFFERS,
             Reading::Responses => &RESPONSE_BUFFERS,
+        }
+    }
+
+    /// The block that replaces a returned buffer too short for the next read whose
+    /// block is still shared. Responses relayed to HTTP/2 clients leave their blocks
+    /// shared for a while, every one of them; a client connection's request head
+    /// rarely does, and gets a block of its usual size.
+    fn replacement(self, block: usize) -> usize {
+        match self {
+            Reading::Requests => block,
+            Reading::Responses => SHARED_READS_BLOCK,
         }
     }
 }
@@ -79,7 +90,8 @@ pub(crate) fn give<T>(list: &'static LocalKey<RefCell<Vec<T>>>, value: T, kept: 
 /// values or body chunks on their way out: reading into that end is safe (it is this
 /// buffer's alone), so successive small reads fill one block, as in an arena, and the
 /// block is freed when the last of them is sent. When that end is too short and the
-/// block still shared, the next reads go to a new [`SHARED_READS_BLOCK`].
+/// block still shared, the next reads go to a new one (for responses, a
+/// [`SHARED_READS_BLOCK`]).
 pub(crate) fn read_buffer(reading: Reading, room: usize, block: usize) -> BytesMut {
     match take(reading.list()) {
         Some(mut buffer) => {
@@ -87,7 +99,7 @@ pub(crate) fn read_buffer(reading: Reading, room: usize, block: usize) -> BytesM
             if buffer.try_reclaim(room) {
                 buffer
             } else {
-                BytesMut::with_capacity(room.max(SHARED_READS_BLOCK))
+                BytesMut::with_capacity(room.max(reading.replacement(block)))
             }
         }
         None => BytesMut::with_capacity(room.max(block)),

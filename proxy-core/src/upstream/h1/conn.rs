@@ -52,7 +52,10 @@ pub(crate) struct Connection {
     pub(super) read_size: usize,
     /// Bytes read since the read buffer was last emptied waiting for the origin.
     read_run: usize,
-    /// The request head (and small body chunks) being written.
+    /// The request head (and small body chunks) being written. Allocated by the first
+    /// request that needs it: relayed requests are written from the client connection's
+    /// buffer, and their connections never do. (Lending it per request instead saved
+    /// 0.2 MB under `h2load -m 10` for 0.1k instructions a request: not kept.)
     pub(super) write_buf: Vec<u8>,
     /// Requests sent on this connection; 1 means new.
     pub(super) requests: u64,
@@ -68,7 +71,7 @@ impl Connection {
             has_buffer: false,
             read_size: MIN_READ_ROOM,
             read_run: 0,
-            write_buf: Vec::with_capacity(1024),
+            write_buf: Vec::new(),
             requests: 0,
             _open: open,
         })

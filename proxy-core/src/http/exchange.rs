@@ -371,22 +371,14 @@ impl Upstream<'_> {
     /// memory first (up to the retry policy's limit), then the copies go out and the
     /// request is attempted.
     async fn replayed(&self, request: Replayed) -> Outcome {
-        let Replayed {
-            selection,
-            parts,
-            body,
-            body_outcome,
-            retry,
-            mirrored,
-            upgrade,
-        } = request;
         let (policy, downstream) = (self.policy, self.downstream);
+        let (selection, retry, upgrade) = (request.selection, request.retry, request.upgrade);
         let limit = retry.map_or(RetryPolicy::DEFAULT_MAX_BUFFERED_BODY, |retry| {
             retry.max_buffered_body
         });
-        match keep_for_replay(parts, body, body_outcome, limit).await {
+        match keep_for_replay(request.parts, request.body, request.body_outcome, limit).await {
             Kept::Replay(replay) => {
-                for mirror in mirrored {
+                for mirror in request.mirrored {
                     let copy = super::retry::copy_parts(&replay.parts);
                     let body = replay.body.clone();
                     mirror::spawn(mirror, copy, body, downstream.client_ip, policy.timeout);

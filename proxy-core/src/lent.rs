@@ -22,9 +22,10 @@ use bytes::BytesMut;
 const KEPT_BUFFERS: usize = 64;
 
 /// The block that successive response reads fill while what was read before still
-/// waits to be sent (see [`read_buffer`]). Larger than a connection's own buffer: each new block is
-/// an allocation of a size glibc serves slowly (≈ 9 k instructions, consolidating its
-/// small-block lists), and a 32 KiB one takes a hundred small responses.
+/// waits to be sent (see [`read_buffer`]). Larger than a connection's own buffer: each
+/// new block is an allocation of a size glibc serves slowly (≈ 9 k instructions,
+/// consolidating its small-block lists), and a 32 KiB one takes a hundred small
+/// responses.
 const SHARED_READS_BLOCK: usize = 32 * 1024;
 
 /// What a read buffer is for. Each kind has its own list: a response buffer grows to

@@ -169,17 +169,18 @@ impl Connection {
         let grown = size.max(self.read_size) > READ_BUFFER;
         self.read_size = size;
         self.read_run = 0;
-        // Each succeeds without allocating only when nothing else shares the block.
-        if grown {
+        // `try_reclaim` succeeds without allocating only when nothing else shares the
+        // block.
+        let keep = if grown {
             // A grown block still shared by a body chunk on its way downstream is
             // usually free again by this connection's next read: given to another
             // reader now, it would have to be replaced by a new allocation.
-            if !self.read_buf.try_reclaim(READ_BUFFER + 1) {
-                return;
-            }
-        } else if self.read_buf.try_reclaim(READ_BUFFER) && self.read_buf.capacity() <= READ_BUFFER
-        {
+            !self.read_buf.try_reclaim(READ_BUFFER + 1)
+        } else {
             // A head-sized block of its own.
+            self.read_buf.try_reclaim(READ_BUFFER) && self.read_buf.capacity() <= READ_BUFFER
+        };
+        if keep {
             return;
         }
         self.has_buffer = false;

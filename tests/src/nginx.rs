@@ -117,6 +117,13 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- nginx error log (last {lines} lines) ---\n{}\n--- end ---",
+                crate::process::tail(&self.error_log(), crate::process::TAIL_LINES),
+                lines = crate::process::TAIL_LINES
+            );
+        }
     }
 }
 

@@ -245,7 +245,33 @@ impl Drop for ProxyProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // A test that panics mid-exchange (a timeout, say) seldom has the proxy at hand to
+        // show its logs; the test harness prints this with the failure.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} stderr (last {TAIL_LINES} lines) ---\n{}\n--- end ---",
+                self.label,
+                tail(&self.stderr(), TAIL_LINES)
+            );
+        }
     }
+}
+
+/// How much of a process's log a failed test shows when it drops the process.
+pub const TAIL_LINES: usize = 200;
+
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> &str {
+    let Some(before_last) = lines.checked_sub(1) else {
+        return "";
+    };
+    let start = text
+        .strip_suffix('\n')
+        .unwrap_or(text)
+        .rmatch_indices('\n')
+        .nth(before_last)
+        .map_or(0, |(at, _)| at + 1);
+    &text[start..]
 }
 
 /// Sends a signal by pid through `kill(1)`, which keeps the suites free of `unsafe`.
@@ -315,6 +341,15 @@ fn read_lossy(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(tail("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail("a\nb\n", 5), "a\nb\n");
+        assert_eq!(tail("", 3), "");
+        assert_eq!(tail("a\n", 0), "");
+    }
 
     #[test]
     fn parses_listening_lines() {

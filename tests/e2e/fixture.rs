@@ -656,6 +656,39 @@ async fn http2_cluster_speaks_h2c_to_nginx_over_one_connection() {
     }
 }
 
+/// An HTTP/2 upstream reads an HTTP/1.1 client's body from its own task (possibly on
+/// the other worker) while the client's connection task watches the socket; a wake-up
+/// the watch took from the body's reader stalled the upload with the bytes buffered
+/// (about one run in seven of this test, before the fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_uploads_to_the_http2_cluster_never_stall() {
+    let fixture = Fixture::start();
+    let data: Vec<u8> = (0..512 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    let root = fixture.nginx.root().to_path_buf();
+    let mut clients = Vec::new();
+    for client in 0..4 {
+        let (addr, data, root) = (fixture.addr, data.clone(), root.clone());
+        clients.push(tokio::spawn(async move {
+            for upload in 0..50 {
+                let mut conn = Conn::tcp(addr, Proto::H1).await;
+                let path = format!("/h2/dav/upload-{client}-{upload}.bin");
+                let request = conn
+                    .request(Method::PUT, "h2.test", &path)
+                    .body(full(data.clone()))
+                    .unwrap();
+                let reply = conn.send(request).await;
+                assert_eq!(reply.status, StatusCode::CREATED, "{path}: {reply:?}");
+                let stored = std::fs::read(root.join(path.trim_start_matches('/'))).unwrap();
+                assert!(stored == data, "{path}: stored {} bytes", stored.len());
+            }
+        }));
+    }
+    // Each request is bounded by the client's own deadline.
+    for client in clients {
+        client.await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_cluster_survives_the_origin_going_away() {
     // nginx sends GOAWAY after 2 requests on a connection (`keepalive_requests 2`): the

@@ -10,18 +10,27 @@ use crate::upstream::h1::{Decoded, Error};
 /// The body of the request a native HTTP/1.1 connection is serving, read straight off
 /// the connection when the proxy asks for it (so an upload streams upstream at the
 /// pace both sides allow). Shares the connection with the task that will write the
-/// response; both run in that connection's task, so the lock is never contended.
+/// response. Both usually run in that connection's task, so the lock is not contended;
+/// an HTTP/2 upstream reads the body from a task of its own, possibly on another
+/// worker, which is why the connection's watch hands socket wake-ups on to the body
+/// (`Io::body_waker`).
 #[derive(Debug)]
 pub(crate) struct RequestStream {
     io: Arc<Mutex<Io>>,
     /// Set once the last frame was returned or reading failed: the connection no longer
     /// needs to be looked at for this body.
     done: bool,
+    /// The connection's `body_serial` when this body's request started.
+    serial: u32,
 }
 
 impl RequestStream {
-    pub(super) fn new(io: Arc<Mutex<Io>>) -> Self {
-        Self { io, done: false }
+    pub(super) fn new(io: Arc<Mutex<Io>>, serial: u32) -> Self {
+        Self {
+            io,
+            done: false,
+            serial,
+        }
     }
 
     pub(crate) fn is_end_stream(&self) -> bool {
@@ -32,7 +41,11 @@ impl RequestStream {
         if self.done {
             return SizeHint::with_exact(0);
         }
-        lock(&self.io).body.size_hint()
+        let io = lock(&self.io);
+        if io.body_serial != self.serial {
+            return SizeHint::with_exact(0);
+        }
+        io.body.size_hint()
     }
 
     pub(crate) fn poll_frame(
@@ -44,6 +57,10 @@ impl RequestStream {
         }
         let mut io = lock(&self.io);
         let io = &mut *io;
+        if io.body_serial != self.serial {
+            self.done = true;
+            return Poll::Ready(Some(Err(Error::RequestBodyAbandoned)));
+        }
         // The client waits for this before it sends the body (RFC 9110 §10.1.1).
         if let Err(error) = ready!(io.poll_continue(cx)) {
             self.done = true;
@@ -67,7 +84,12 @@ impl RequestStream {
                 }
             }
             let want = io.body.read_hint();
-            match ready!(io.poll_fill(cx, want)) {
+            let filled = io.poll_fill(cx, want);
+            if filled.is_pending() {
+                io.wait_for_body_bytes(cx.waker());
+                return Poll::Pending;
+            }
+            match ready!(filled) {
                 Ok(0) => {
                     self.done = true;
                     io.body_failed = true;

@@ -59,6 +59,16 @@ pub(crate) struct Io {
     /// `100 Continue` owed to the client (bytes of it written so far), sent when the
     /// body is first read.
     continue_owed: Option<usize>,
+    /// The task waiting for more of the request body, when the body is read by another
+    /// task than the one serving the connection (an HTTP/2 upstream pipes it from its
+    /// own). A socket wakes only the last task that polled it for reading, so when
+    /// [`Io::poll_client`] polled after it, the bytes that arrive wake the connection's
+    /// task, which buffers them and must pass the wake-up on.
+    pub(super) body_waker: Option<Waker>,
+    /// Which request's body a [`RequestStream`] may read: advanced when the connection
+    /// is done with a request, so a stream still held by another task (an HTTP/2
+    /// upstream's pipe that outlived its response) cannot read the next request's body.
+    pub(super) body_serial: u32,
 }
 
 pub(super) fn lock(io: &Mutex<Io>) -> MutexGuard<'_, Io> {
@@ -100,10 +110,28 @@ impl Io {
         if self.read_buf.len() >= WATCH_LIMIT {
             return Client::Quiet;
         }
-        match self.poll_fill(cx, 1024) {
+        let seen = match self.poll_fill(cx, 1024) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Client::Gone,
             Poll::Ready(Ok(_)) => Client::Sent,
-            Poll::Pending => Client::Quiet,
+            Poll::Pending => return Client::Quiet,
+        };
+        if let Some(body_reader) = self.body_waker.take()
+            && !body_reader.will_wake(cx.waker())
+        {
+            body_reader.wake();
+        }
+        seen
+    }
+
+    /// The body's reader waits for the client: if the connection's watch polls the
+    /// socket after it, the watch passes on the wake-up (see `body_waker`).
+    pub(super) fn wait_for_body_bytes(&mut self, reader: &Waker) {
+        if !self
+            .body_waker
+            .as_ref()
+            .is_some_and(|known| known.will_wake(reader))
+        {
+            self.body_waker = Some(reader.clone());
         }
     }
 
@@ -170,6 +198,8 @@ pub(crate) async fn serve<P: Pipeline>(
         body: Decoder::Done,
         body_failed: false,
         continue_owed: None,
+        body_waker: None,
+        body_serial: 0,
     }));
     // One timer for the connection's life, re-armed only when it fires early: a head
     // that arrives before it (nearly all of them) costs no timer operation.
@@ -276,8 +306,10 @@ fn start<P: Pipeline>(
         let mut shared = lock(io);
         shared.body = Decoder::new(framing);
         shared.continue_owed = expects_continue.then_some(0);
+        shared.body_waker = None;
+        let serial = shared.body_serial;
         drop(shared);
-        IncomingBody::native(RequestStream::new(Arc::clone(io)))
+        IncomingBody::native(RequestStream::new(Arc::clone(io), serial))
     };
     if let Some(session) = session {
         parts.extensions.insert(Arc::clone(session));
@@ -524,6 +556,7 @@ impl Drain {
 async fn finish_request_body(io: &Mutex<Io>, timeout: Duration) -> bool {
     {
         let mut shared = lock(io);
+        shared.body_serial = shared.body_serial.wrapping_add(1);
         if shared.body_failed || shared.continue_owed.is_some() {
             shared.continue_owed = None;
             return false;
@@ -635,5 +668,105 @@ impl DownstreamUpgrade {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()?;
         receiver.await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::Wake;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixStream;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::upstream::h1::Error;
+
+    #[derive(Default)]
+    struct Woken {
+        flag: AtomicBool,
+        notify: Notify,
+    }
+
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.flag.store(true, Ordering::SeqCst);
+            self.notify.notify_one();
+        }
+    }
+
+    impl Woken {
+        fn was_woken(&self) -> bool {
+            self.flag.load(Ordering::SeqCst)
+        }
+
+        async fn wait(&self) {
+            let wait = tokio::time::timeout(Duration::from_secs(10), self.notify.notified());
+            assert!(wait.await.is_ok(), "never woken");
+        }
+    }
+
+    fn connection_reading_a_body(server: UnixStream, length: u64) -> Arc<Mutex<Io>> {
+        Arc::new(Mutex::new(Io {
+            stream: Stream::Unix(server),
+            read_buf: BytesMut::new(),
+            write_buf: Vec::new(),
+            body: Decoder::new(Framing::Length(length)),
+            body_failed: false,
+            continue_owed: None,
+            body_waker: None,
+            body_serial: 0,
+        }))
+    }
+
+    /// A body's reader that outlives its request (an HTTP/2 upstream's pipe after the
+    /// response) must not read what the client sends next.
+    #[tokio::test]
+    async fn a_body_left_behind_by_its_request_reads_nothing_more() {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let io = connection_reading_a_body(server, 5);
+        let mut stale = RequestStream::new(Arc::clone(&io), 0);
+        client.write_all(b"hello").await.unwrap();
+        assert!(finish_request_body(&io, Duration::from_secs(10)).await);
+
+        lock(&io).body = Decoder::new(Framing::Length(4));
+        client.write_all(b"next").await.unwrap();
+        let waker = Waker::from(Arc::new(Woken::default()));
+        match stale.poll_frame(&mut Context::from_waker(&waker)) {
+            Poll::Ready(Some(Err(Error::RequestBodyAbandoned))) => {}
+            other => panic!("expected the body abandoned, got {other:?}"),
+        }
+        assert_eq!(stale.size_hint().exact(), Some(0));
+        assert_eq!(lock(&io).body.size_hint().exact(), Some(4));
+    }
+
+    /// An HTTP/2 upstream reads the request body from its own task while the
+    /// connection's task watches the client: the bytes that arrive wake only the watch
+    /// (the socket keeps the last waker), and the body's reader must hear of them from
+    /// it, or the upload stalls with the bytes in the buffer.
+    #[tokio::test]
+    async fn a_body_read_from_another_task_hears_of_bytes_the_watch_buffered() {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let io = connection_reading_a_body(server, 5);
+        let mut body = RequestStream::new(Arc::clone(&io), 0);
+        let pipe = Arc::new(Woken::default());
+        let pipe_waker = Waker::from(Arc::clone(&pipe));
+        let connection = Arc::new(Woken::default());
+        let connection_waker = Waker::from(Arc::clone(&connection));
+
+        let mut pipe_cx = Context::from_waker(&pipe_waker);
+        assert!(body.poll_frame(&mut pipe_cx).is_pending());
+        let mut connection_cx = Context::from_waker(&connection_waker);
+        assert_eq!(lock(&io).poll_client(&mut connection_cx), Client::Quiet);
+
+        client.write_all(b"hello").await.unwrap();
+        connection.wait().await;
+        assert_eq!(lock(&io).poll_client(&mut connection_cx), Client::Sent);
+        assert!(pipe.was_woken(), "the body's reader was not told");
+        match body.poll_frame(&mut pipe_cx) {
+            Poll::Ready(Some(Ok(frame))) => assert_eq!(frame.into_data().unwrap(), "hello"),
+            other => panic!("expected the body, got {other:?}"),
+        }
     }
 }

@@ -57,6 +57,8 @@ pub enum Error {
     RequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("request body length differs from its content-length")]
     RequestBodyLength,
+    #[error("request body abandoned: the client connection went on after its response")]
+    RequestBodyAbandoned,
 }
 
 /// The largest response head read (status line and headers). hyper's default buffer

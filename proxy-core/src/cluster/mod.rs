@@ -20,6 +20,7 @@ pub mod health;
 mod options;
 mod outlier;
 mod render;
+mod sending;
 mod sticky;
 
 pub use balance::{HashPolicy, LbPolicy};
@@ -45,6 +46,7 @@ use crate::tls::{ClusterTls, UpstreamTls};
 use crate::upstream::{ConnectError, connect, connect_tls, h1};
 
 use breaker::Waited;
+use sending::Sending;
 
 /// Tries of one request over HTTP/2 when connections hand it back unsent.
 const HTTP2_ATTEMPTS: u32 = 3;
@@ -470,27 +472,31 @@ impl Cluster {
     /// `max_connections` is reached waits as a pending request. The outcome is counted
     /// (`upstream_rq_<class>` for a response; `upstream_rq_5xx` too for a connect
     /// failure or reset, which Envoy charges as 503) and reported to outlier detection.
-    pub(crate) async fn send(
-        &self,
-        endpoint: &Endpoint,
+    pub(crate) fn send<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
         request: Request<RequestBody>,
-    ) -> Result<Response<ResponseBody>, UpstreamError> {
-        let in_flight = self.admit(endpoint)?;
-        let result = match self.options.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(endpoint, request, in_flight).await,
-            // Boxed: hyper's HTTP/2 send and the kept head for a replay make it a third
-            // larger than the HTTP/1.1 exchange, and every request's future (one per
-            // HTTP/2 stream in flight) would carry that size; an allocation is little
-            // next to an HTTP/2 upstream exchange's cost.
-            UpstreamProtocol::Http2 => {
-                Box::pin(self.send_http2(endpoint, request, in_flight)).await
-            }
+    ) -> Sending<
+        'a,
+        impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + 'a,
+        impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + 'a,
+    > {
+        let in_flight = match self.admit(endpoint) {
+            Ok(in_flight) => in_flight,
+            Err(error) => return Sending::refused(self, endpoint, error),
         };
-        match &result {
-            Ok(response) => self.count_response(endpoint, response.status().as_u16()),
-            Err(error) => self.count_failure(endpoint, error),
+        match self.options.protocol {
+            UpstreamProtocol::Http1 => Sending::http1(
+                self,
+                endpoint,
+                self.send_http1(endpoint, request, in_flight),
+            ),
+            UpstreamProtocol::Http2 => Sending::http2(
+                self,
+                endpoint,
+                self.send_http2(endpoint, request, in_flight),
+            ),
         }
-        result
     }
 
     /// A request's admission under `max_requests`, counted in `upstream_rq_total`: the
@@ -527,39 +533,43 @@ impl Cluster {
         }
     }
 
-    async fn send_http1(
-        &self,
-        endpoint: &Endpoint,
+    /// Not an `async fn`, which would keep `request` beside its parts (see [`Sending`]).
+    fn send_http1<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
         request: Request<RequestBody>,
         in_flight: InFlight,
-    ) -> Result<Response<ResponseBody>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + 'a {
         let (parts, mut body) = request.into_parts();
         // Taken by the exchange only if it is abandoned, which also ends this future.
         let mut in_flight = Some(in_flight);
-        loop {
-            let conn = self.http1_connection(endpoint).await?;
-            let pool = endpoint.pool();
-            let exchanged = match h1::send(conn, &parts, &mut body, pool, &mut in_flight).await {
-                Ok(exchanged) => exchanged,
-                // The origin had closed an idle connection and saw nothing of the request:
-                // it goes out again, on another connection, unchanged.
-                Err(h1::SendError::Stale(error)) => {
-                    tracing::debug!(cluster = self.name, %error, "pooled connection was closed; sending again");
-                    continue;
-                }
-                Err(error) => {
-                    return Err(match error.into_error() {
-                        h1::Error::RequestBody(error) => UpstreamError::Downstream(error),
-                        error => UpstreamError::Reset(Box::new(error)),
-                    });
-                }
-            };
-            // The request head is written: its map serves the next head parsed here.
-            crate::http::wire::recycle(parts.headers);
-            let Some(in_flight) = in_flight.take() else {
-                return Err(UpstreamError::Reset(Box::new(h1::Error::Closed)));
-            };
-            return Ok(Self::http1_response(exchanged, endpoint, in_flight));
+        async move {
+            loop {
+                let conn = self.http1_connection(endpoint).await?;
+                let pool = endpoint.pool();
+                let exchanged = match h1::send(conn, &parts, &mut body, pool, &mut in_flight).await
+                {
+                    Ok(exchanged) => exchanged,
+                    // The origin had closed an idle connection and saw nothing of the request:
+                    // it goes out again, on another connection, unchanged.
+                    Err(h1::SendError::Stale(error)) => {
+                        tracing::debug!(cluster = self.name, %error, "pooled connection was closed; sending again");
+                        continue;
+                    }
+                    Err(error) => {
+                        return Err(match error.into_error() {
+                            h1::Error::RequestBody(error) => UpstreamError::Downstream(error),
+                            error => UpstreamError::Reset(Box::new(error)),
+                        });
+                    }
+                };
+                // The request head is written: its map serves the next head parsed here.
+                crate::http::wire::recycle(parts.headers);
+                let Some(in_flight) = in_flight.take() else {
+                    return Err(UpstreamError::Reset(Box::new(h1::Error::Closed)));
+                };
+                return Ok(Self::http1_response(exchanged, endpoint, in_flight));
+            }
         }
     }
 

@@ -10,6 +10,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
+use super::acting::Acting;
 use super::body::{BodyOutcome, BufferedBody, Buffering, RequestBodyFilter};
 use super::filtered::{Exchange, FilteredBody, RequestBytes};
 use super::headers::{into_upstream_form, prepare_response, sanitize_request};
@@ -204,14 +205,14 @@ pub(crate) fn local_reply(reply: LocalReply, stats: &ListenerStats) -> Response<
 }
 
 /// Carries out the route's action.
-async fn act<C: HttpFilter>(
+fn act<C: HttpFilter>(
     chain: &'static C,
     action: RouteAction<'static>,
     parts: Parts,
     body: IncomingBody,
     downstream: &Downstream,
     upgrade: Option<Upgrade>,
-) -> Outcome {
+) -> Acting<Outcome, impl Future<Output = Outcome>, impl Future<Output = Outcome>> {
     // An upgrade goes only where a route allows it (Envoy's per-route `upgrade_configs`);
     // anywhere else it is refused rather than silently served as a plain request.
     if let Some(requested) = &upgrade {
@@ -230,26 +231,23 @@ async fn act<C: HttpFilter>(
         };
         if !allowed {
             downstream.stats.downstream_rq_ws_on_non_ws_route.inc();
-            return Outcome::refusal(plain_text(
+            return Acting::done(Outcome::refusal(plain_text(
                 StatusCode::FORBIDDEN,
                 "upgrade not allowed on this route\n",
-            ));
+            )));
         }
     }
     match action {
-        RouteAction::Forward(cluster, policy) => {
-            forward(
-                chain,
-                cluster,
-                policy,
-                &[],
-                parts,
-                body,
-                downstream,
-                upgrade,
-            )
-            .await
-        }
+        RouteAction::Forward(cluster, policy) => forward(
+            chain,
+            cluster,
+            policy,
+            &[],
+            parts,
+            body,
+            downstream,
+            upgrade,
+        ),
         // Retries stay within the cluster drawn here.
         RouteAction::Split(targets, policy) => match targets.choose() {
             Some(cluster) => {
@@ -257,15 +255,20 @@ async fn act<C: HttpFilter>(
                 forward(
                     chain, cluster, policy, mirrors, parts, body, downstream, upgrade,
                 )
-                .await
             }
-            None => Outcome::reply(LocalReply::NoHealthyUpstream, &downstream.stats),
+            None => Acting::done(Outcome::reply(
+                LocalReply::NoHealthyUpstream,
+                &downstream.stats,
+            )),
         },
-        RouteAction::Direct(direct) => Outcome::local(direct_response(direct), ""),
-        RouteAction::Redirect(redirect) => {
-            Outcome::local(redirect_response(redirect, &parts, downstream), "")
+        RouteAction::Direct(direct) => Acting::done(Outcome::local(direct_response(direct), "")),
+        RouteAction::Redirect(redirect) => Acting::done(Outcome::local(
+            redirect_response(redirect, &parts, downstream),
+            "",
+        )),
+        RouteAction::NoRoute => {
+            Acting::done(Outcome::reply(LocalReply::NoRoute, &downstream.stats))
         }
-        RouteAction::NoRoute => Outcome::reply(LocalReply::NoRoute, &downstream.stats),
     }
 }
 
@@ -273,7 +276,7 @@ async fn act<C: HttpFilter>(
 /// policy, plus fire-and-forget copies to `mirrors`. See [`super::retry`] and
 /// [`super::mirror`] for the semantics.
 #[allow(clippy::too_many_arguments)] // called only from `act`; a struct would only rename them
-async fn forward<C: HttpFilter>(
+fn forward<C: HttpFilter>(
     chain: &'static C,
     cluster: &'static Cluster,
     policy: &'static RoutePolicy,
@@ -282,10 +285,13 @@ async fn forward<C: HttpFilter>(
     body: IncomingBody,
     downstream: &Downstream,
     upgrade: Option<Upgrade>,
-) -> Outcome {
+) -> Acting<Outcome, impl Future<Output = Outcome>, impl Future<Output = Outcome>> {
     // Chosen on the request as received (before the upstream form).
     let Some(selection) = cluster.select(&parts, downstream.client_ip, &[]) else {
-        return Outcome::reply(LocalReply::NoHealthyUpstream, &downstream.stats);
+        return Acting::done(Outcome::reply(
+            LocalReply::NoHealthyUpstream,
+            &downstream.stats,
+        ));
     };
     // A gRPC caller's own deadline bounds the wait when it is the shorter one (only for
     // gRPC requests, as Envoy: the header means nothing to other protocols).
@@ -324,9 +330,14 @@ async fn forward<C: HttpFilter>(
     if retry.is_none() && mirrored.is_empty() {
         // The common path: sent once, the body streamed, nothing kept.
         let request = Request::from_parts(parts, body);
-        return upstream
-            .attempts(selection, request, body_outcome, None, None, upgrade)
-            .await;
+        return Acting::inline(upstream.attempts(
+            selection,
+            request,
+            body_outcome,
+            None,
+            None,
+            upgrade,
+        ));
     }
     // Boxed: inline, the body buffer's future and the replay kept beside a second
     // `attempts` would make every request's future ≈ 600 bytes larger (each HTTP/2
@@ -340,7 +351,7 @@ async fn forward<C: HttpFilter>(
         mirrored,
         upgrade,
     };
-    Box::pin(upstream.replayed(replayed)).await
+    Acting::boxed(upstream.replayed(replayed))
 }
 
 /// A request [`forward`] may send more than once: to retry it or to mirror it.
@@ -355,6 +366,7 @@ struct Replayed {
 }
 
 /// What every attempt of one forwarded request shares.
+#[derive(Clone, Copy)]
 struct Upstream<'d> {
     cluster: &'static Cluster,
     policy: &'static RoutePolicy,
@@ -370,7 +382,7 @@ impl Upstream<'_> {
     /// [`forward`] for a request that may be retried or mirrored: its body is read into
     /// memory first (up to the retry policy's limit), then the copies go out and the
     /// request is attempted.
-    async fn replayed(&self, request: Replayed) -> Outcome {
+    async fn replayed(self, request: Replayed) -> Outcome {
         let (policy, downstream) = (self.policy, self.downstream);
         let (selection, retry, upgrade) = (request.selection, request.retry, request.upgrade);
         let limit = retry.map_or(RetryPolicy::DEFAULT_MAX_BUFFERED_BODY, |retry| {
@@ -404,7 +416,7 @@ impl Upstream<'_> {
     /// attempt's outcome is retriable under `retry` and retries are left. A request
     /// without `replay` is tried once. `body_outcome` reports a streamed body's end.
     async fn attempts(
-        &self,
+        self,
         mut selection: Selection<'static>,
         mut request: Request<RequestBody>,
         mut body_outcome: Option<oneshot::Receiver<BodyOutcome>>,

@@ -1,0 +1,104 @@
+//! The future [`Cluster::send`] returns.
+//!
+//! Hand-written rather than an `async fn`: an `async fn` keeps its arguments for its
+//! whole life, so the request (328 bytes) would be stored in it and again in the
+//! exchange it moves into — in every request's future, one per HTTP/2 stream in flight.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+
+use super::{Cluster, Endpoint, UpstreamError};
+use crate::http::ResponseBody;
+
+type Sent = Result<Response<ResponseBody>, UpstreamError>;
+
+pin_project_lite::pin_project! {
+    /// An exchange with one endpoint, counted in the cluster's stats and reported to
+    /// outlier detection when it ends (a request refused admission is neither).
+    pub(crate) struct Sending<'a, H1, H2> {
+        cluster: &'a Cluster,
+        endpoint: &'a Endpoint,
+        #[pin]
+        state: State<H1, H2>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProjection]
+    enum State<H1, H2> {
+        /// Over `max_requests`; `None` once reported.
+        Refused { error: Option<UpstreamError> },
+        Http1 { #[pin] exchange: H1 },
+        /// Boxed: hyper's HTTP/2 send and the kept head for a replay make it a third
+        /// larger than the HTTP/1.1 exchange, and every request's future would carry
+        /// that size; an allocation is little next to an HTTP/2 upstream exchange's cost.
+        Http2 { exchange: Pin<Box<H2>> },
+    }
+}
+
+impl<'a, H1, H2> Sending<'a, H1, H2> {
+    pub(super) fn refused(
+        cluster: &'a Cluster,
+        endpoint: &'a Endpoint,
+        error: UpstreamError,
+    ) -> Self {
+        let state = State::Refused { error: Some(error) };
+        Self {
+            cluster,
+            endpoint,
+            state,
+        }
+    }
+
+    pub(super) fn http1(cluster: &'a Cluster, endpoint: &'a Endpoint, exchange: H1) -> Self {
+        let state = State::Http1 { exchange };
+        Self {
+            cluster,
+            endpoint,
+            state,
+        }
+    }
+
+    pub(super) fn http2(cluster: &'a Cluster, endpoint: &'a Endpoint, exchange: H2) -> Self {
+        let state = State::Http2 {
+            exchange: Box::pin(exchange),
+        };
+        Self {
+            cluster,
+            endpoint,
+            state,
+        }
+    }
+}
+
+impl<H1, H2> Future for Sending<'_, H1, H2>
+where
+    H1: Future<Output = Sent>,
+    H2: Future<Output = Sent>,
+{
+    type Output = Sent;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
+        let this = self.project();
+        let result = match this.state.project() {
+            // Polled again after it completed: it never completes again.
+            StateProjection::Refused { error } => {
+                return error
+                    .take()
+                    .map_or(Poll::Pending, |error| Poll::Ready(Err(error)));
+            }
+            StateProjection::Http1 { exchange } => ready!(exchange.poll(cx)),
+            StateProjection::Http2 { exchange } => ready!(exchange.as_mut().poll(cx)),
+        };
+        match &result {
+            Ok(response) => this
+                .cluster
+                .count_response(this.endpoint, response.status().as_u16()),
+            Err(error) => this.cluster.count_failure(this.endpoint, error),
+        }
+        Poll::Ready(result)
+    }
+}

@@ -27,7 +27,7 @@ pub use crate::listener::ListenerConfig;
 pub use crate::route::{
     DirectResponse, Pipeline, RawRequest, Redirect, Relay, RetryOn, RetryPolicy, Route,
     RouteAction, RoutePolicy, RouteRequest, Router, Targets, host_has_prefix, host_has_suffix,
-    host_is,
+    host_is, routed,
 };
 pub use ::http::{Request, Response};
 

@@ -66,70 +66,78 @@ impl Downstream {
 ///
 /// Generic over the chain, so each distinct chain of a topology gets its own copy with
 /// every hook inlined; the generated pipeline picks the copy by the route's chain index.
-pub async fn exchange<C: HttpFilter>(
+///
+/// A plain function returning an `async` block rather than an `async fn`: an `async fn`
+/// keeps its arguments for its whole life and copies them into locals besides, and
+/// the request's head (the largest of them) would be stored twice in every request's
+/// future.
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
+pub fn exchange<C: HttpFilter>(
     chain: &'static C,
     downstream: &Downstream,
     route: Route<'static>,
     mut parts: Parts,
     body: IncomingBody,
-) -> Response<ResponseBody> {
-    let stats = &downstream.stats;
-    stats.downstream_rq_total.inc();
-    let _active = GaugeGuard::new(&stats.downstream_rq_active);
-    let info = RequestInfo {
-        client_ip: downstream.client_ip,
-        listener: downstream.listener,
-        route: route.name,
-        start: Instant::now(),
-    };
-    let is_head = parts.method == http::Method::HEAD;
-    let mut state = C::State::default();
+) -> impl Future<Output = Response<ResponseBody>> {
+    async move {
+        let stats = &downstream.stats;
+        stats.downstream_rq_total.inc();
+        let _active = GaugeGuard::new(&stats.downstream_rq_active);
+        let info = RequestInfo {
+            client_ip: downstream.client_ip,
+            listener: downstream.listener,
+            route: route.name,
+            start: Instant::now(),
+        };
+        let is_head = parts.method == http::Method::HEAD;
+        let mut state = C::State::default();
 
-    let grpc = grpc::is_grpc(&parts.headers);
-    // Taken before the hop-by-hop rules remove `Upgrade` and `Connection`.
-    let upgrade = Upgrade::requested(&mut parts);
-    sanitize_request(&mut parts, downstream);
-    let mut outcome = match chain
-        .on_request_headers(&mut state, &mut parts, &info)
-        .await
-    {
-        Flow::Respond(response) => Outcome::refusal(response),
-        Flow::Continue => act(chain, route.action, parts, body, downstream, upgrade).await,
-    };
+        let grpc = grpc::is_grpc(&parts.headers);
+        // Taken before the hop-by-hop rules remove `Upgrade` and `Connection`.
+        let upgrade = Upgrade::requested(&mut parts);
+        sanitize_request(&mut parts, downstream);
+        let mut outcome = match chain
+            .on_request_headers(&mut state, &mut parts, &info)
+            .await
+        {
+            Flow::Respond(response) => Outcome::refusal(response),
+            Flow::Continue => act(chain, route.action, parts, body, downstream, upgrade).await,
+        };
 
-    if grpc && outcome.proxy_error {
-        // As Envoy does for local replies: gRPC clients read `grpc-status`, not the HTTP
-        // status, so the filters below see (and the client gets) a gRPC response.
-        let response =
-            std::mem::replace(&mut outcome.response, Response::new(ResponseBody::empty()));
-        outcome.response = grpc::into_grpc_reply(response, outcome.deadline_exceeded);
+        if grpc && outcome.proxy_error {
+            // As Envoy does for local replies: gRPC clients read `grpc-status`, not the HTTP
+            // status, so the filters below see (and the client gets) a gRPC response.
+            let response =
+                std::mem::replace(&mut outcome.response, Response::new(ResponseBody::empty()));
+            outcome.response = grpc::into_grpc_reply(response, outcome.deadline_exceeded);
+        }
+        let (mut head, mut body) = outcome.response.into_parts();
+        if let Flow::Respond(replacement) = chain
+            .on_response_headers(&mut state, &mut head, &info)
+            .await
+        {
+            (head, body) = replacement.into_parts();
+        }
+        if is_head {
+            // Local replies carry a body and `content-length`. HEAD keeps the length but must
+            // not send the bytes; hyper drops them on HTTP/1.1 but would send them as DATA on
+            // HTTP/2, which the client then resets. (A forwarded HEAD response's body is
+            // already empty.)
+            body = ResponseBody::empty();
+        }
+        stats.count_status(head.status.as_u16());
+        if C::IS_NOOP {
+            return Response::from_parts(head, body);
+        }
+        let exchange = Exchange {
+            status: head.status,
+            response_flags: outcome.flags,
+            upstream: outcome.upstream,
+            request_bytes: std::mem::replace(&mut outcome.request_bytes, RequestBytes::Known(0)),
+        };
+        let body = FilteredBody::new(body, chain, state, info, exchange);
+        Response::from_parts(head, ResponseBody::filtered(body))
     }
-    let (mut head, mut body) = outcome.response.into_parts();
-    if let Flow::Respond(replacement) = chain
-        .on_response_headers(&mut state, &mut head, &info)
-        .await
-    {
-        (head, body) = replacement.into_parts();
-    }
-    if is_head {
-        // Local replies carry a body and `content-length`. HEAD keeps the length but must
-        // not send the bytes; hyper drops them on HTTP/1.1 but would send them as DATA on
-        // HTTP/2, which the client then resets. (A forwarded HEAD response's body is
-        // already empty.)
-        body = ResponseBody::empty();
-    }
-    stats.count_status(head.status.as_u16());
-    if C::IS_NOOP {
-        return Response::from_parts(head, body);
-    }
-    let exchange = Exchange {
-        status: head.status,
-        response_flags: outcome.flags,
-        upstream: outcome.upstream,
-        request_bytes: std::mem::replace(&mut outcome.request_bytes, RequestBytes::Known(0)),
-    };
-    let body = FilteredBody::new(body, chain, state, info, exchange);
-    Response::from_parts(head, ResponseBody::filtered(body))
 }
 
 /// The flag a filter put on its local reply (`RL`, `FI`, ...), as a `'static` string for
@@ -415,7 +423,10 @@ impl Upstream<'_> {
     /// Sends `request` to `selection`, and again (rebuilt from `replay`) while the
     /// attempt's outcome is retriable under `retry` and retries are left. A request
     /// without `replay` is tried once. `body_outcome` reports a streamed body's end.
-    async fn attempts(
+    ///
+    /// Not an `async fn`, which would copy its arguments into locals beside them.
+    #[allow(clippy::manual_async_fn)]
+    fn attempts(
         self,
         mut selection: Selection<'static>,
         mut request: Request<RequestBody>,
@@ -423,98 +434,105 @@ impl Upstream<'_> {
         replay: Option<&Replay>,
         retry: Option<&RetryPolicy>,
         upgrade: Option<Upgrade>,
-    ) -> Outcome {
-        let cluster = self.cluster;
-        let retry = retry.zip(replay);
-        let mut clock = Clock::new(self.timeout);
-        let mut tried: Vec<&'static Endpoint> = Vec::new();
-        let mut retries = 0;
-        // Held while a retry is in flight: the cluster's retry limit counts it.
-        let mut _permit: Option<RetryPermit<'static>> = None;
-        loop {
-            let endpoint = selection.endpoint;
-            let wait = {
-                // Pinned here and lent to `wait_head`: moved into it, the send future
-                // would be stored twice over in this request's future.
-                let sent = std::pin::pin!(cluster.send(endpoint, request));
-                let timer = &self.downstream.route_timer;
-                wait_head(sent, body_outcome.take(), &mut clock, self.per_try, timer).await
-            };
-            let (attempt, request_bytes) = match wait {
-                RouteWait::Response(Ok(response), bytes) => (Attempt::Response(response), bytes),
-                RouteWait::Response(Err(error), bytes) => (Attempt::Failed(error), bytes),
-                RouteWait::Rejected(response) => return Outcome::refusal(response),
-                RouteWait::TimedOut(bytes) => {
-                    // Dropping the send closes that upstream connection: it has a request
-                    // in flight whose response nobody will read.
-                    cluster.record_timeout(endpoint);
+    ) -> impl Future<Output = Outcome> {
+        async move {
+            let cluster = self.cluster;
+            let retry = retry.zip(replay);
+            let mut clock = Clock::new(self.timeout);
+            let mut tried: Vec<&'static Endpoint> = Vec::new();
+            let mut retries = 0;
+            // Held while a retry is in flight: the cluster's retry limit counts it.
+            let mut _permit: Option<RetryPermit<'static>> = None;
+            loop {
+                let endpoint = selection.endpoint;
+                let wait = {
+                    // Pinned here and lent to `wait_head`: moved into it, the send future
+                    // would be stored twice over in this request's future.
+                    let sent = std::pin::pin!(cluster.send(endpoint, request));
+                    let timer = &self.downstream.route_timer;
+                    wait_head(sent, body_outcome.take(), &mut clock, self.per_try, timer).await
+                };
+                let (attempt, request_bytes) = match wait {
+                    RouteWait::Response(Ok(response), bytes) => {
+                        (Attempt::Response(response), bytes)
+                    }
+                    RouteWait::Response(Err(error), bytes) => (Attempt::Failed(error), bytes),
+                    RouteWait::Rejected(response) => return Outcome::refusal(response),
+                    RouteWait::TimedOut(bytes) => {
+                        // Dropping the send closes that upstream connection: it has a request
+                        // in flight whose response nobody will read.
+                        cluster.record_timeout(endpoint);
+                        let mut outcome = self.route_timeout();
+                        outcome.upstream = Some(endpoint);
+                        outcome.request_bytes = replayed_bytes(replay, bytes);
+                        return outcome;
+                    }
+                    RouteWait::PerTryTimedOut(bytes) => {
+                        cluster.stats().upstream_rq_per_try_timeout.inc();
+                        cluster.record_timeout(endpoint);
+                        tracing::debug!(
+                            route = self.policy.name,
+                            cluster = cluster.name(),
+                            endpoint = %endpoint.address(),
+                            per_try = ?self.per_try,
+                            "upstream per-try timeout"
+                        );
+                        (Attempt::PerTryTimeout, bytes)
+                    }
+                };
+                let request_bytes = replayed_bytes(replay, request_bytes);
+                let retry = match retry.filter(|(policy, _)| attempt.is_retriable(policy)) {
+                    None => {
+                        if retries > 0 && matches!(attempt, Attempt::Response(_)) {
+                            cluster.stats().upstream_rq_retry_success.inc();
+                        }
+                        None
+                    }
+                    Some((policy, _)) if retries >= policy.num_retries => {
+                        cluster.stats().upstream_rq_retry_limit_exceeded.inc();
+                        None
+                    }
+                    Some(retry) => {
+                        // The previous retry is over; the next needs its own permit
+                        // (`try_retry` counts the overflow when there is none).
+                        _permit = None;
+                        _permit = cluster.try_retry();
+                        _permit.as_ref().map(|_| retry)
+                    }
+                };
+                let Some((policy, replay)) = retry else {
+                    return self.attempt_outcome(attempt, selection, request_bytes, upgrade);
+                };
+                // A failed response is discarded with its body (which closes its connection).
+                drop(attempt);
+                tried.push(endpoint);
+                retries += 1;
+                cluster.stats().upstream_rq_retry.inc();
+                if !clock.backoff(policy.backoff(retries)).await {
+                    // The route timeout fired during the backoff: no attempt is in flight.
                     let mut outcome = self.route_timeout();
-                    outcome.upstream = Some(endpoint);
-                    outcome.request_bytes = replayed_bytes(replay, bytes);
+                    outcome.request_bytes = RequestBytes::Known(replay.bytes());
                     return outcome;
                 }
-                RouteWait::PerTryTimedOut(bytes) => {
-                    cluster.stats().upstream_rq_per_try_timeout.inc();
-                    cluster.record_timeout(endpoint);
-                    tracing::debug!(
-                        route = self.policy.name,
-                        cluster = cluster.name(),
-                        endpoint = %endpoint.address(),
-                        per_try = ?self.per_try,
-                        "upstream per-try timeout"
-                    );
-                    (Attempt::PerTryTimeout, bytes)
-                }
-            };
-            let request_bytes = replayed_bytes(replay, request_bytes);
-            let retry = match retry.filter(|(policy, _)| attempt.is_retriable(policy)) {
-                None => {
-                    if retries > 0 && matches!(attempt, Attempt::Response(_)) {
-                        cluster.stats().upstream_rq_retry_success.inc();
+                let client_ip = self.downstream.client_ip;
+                selection = match cluster.select(&replay.parts, client_ip, &tried) {
+                    Some(selection) => selection,
+                    None => {
+                        return Outcome::reply(
+                            LocalReply::NoHealthyUpstream,
+                            &self.downstream.stats,
+                        );
                     }
-                    None
-                }
-                Some((policy, _)) if retries >= policy.num_retries => {
-                    cluster.stats().upstream_rq_retry_limit_exceeded.inc();
-                    None
-                }
-                Some(retry) => {
-                    // The previous retry is over; the next needs its own permit
-                    // (`try_retry` counts the overflow when there is none).
-                    _permit = None;
-                    _permit = cluster.try_retry();
-                    _permit.as_ref().map(|_| retry)
-                }
-            };
-            let Some((policy, replay)) = retry else {
-                return self.attempt_outcome(attempt, selection, request_bytes, upgrade);
-            };
-            // A failed response is discarded with its body (which closes its connection).
-            drop(attempt);
-            tried.push(endpoint);
-            retries += 1;
-            cluster.stats().upstream_rq_retry.inc();
-            if !clock.backoff(policy.backoff(retries)).await {
-                // The route timeout fired during the backoff: no attempt is in flight.
-                let mut outcome = self.route_timeout();
-                outcome.request_bytes = RequestBytes::Known(replay.bytes());
-                return outcome;
+                };
+                tracing::debug!(
+                    route = self.policy.name,
+                    cluster = cluster.name(),
+                    retry = retries,
+                    endpoint = %selection.endpoint.address(),
+                    "retrying request"
+                );
+                request = replay.request();
             }
-            let client_ip = self.downstream.client_ip;
-            selection = match cluster.select(&replay.parts, client_ip, &tried) {
-                Some(selection) => selection,
-                None => {
-                    return Outcome::reply(LocalReply::NoHealthyUpstream, &self.downstream.stats);
-                }
-            };
-            tracing::debug!(
-                route = self.policy.name,
-                cluster = cluster.name(),
-                retry = retries,
-                endpoint = %selection.endpoint.address(),
-                "retrying request"
-            );
-            request = replay.request();
         }
     }
 

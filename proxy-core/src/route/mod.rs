@@ -85,6 +85,21 @@ impl Relay {
     }
 }
 
+/// Splits `request` and routes it by its head: the first step of every
+/// [`Pipeline::handle`]. A function of its own so that `handle` never borrows the head
+/// it then moves into the exchange: a local an `async fn` has borrowed stays in its
+/// future until it goes out of scope, and the head (224 bytes) would be kept beside the
+/// exchange that owns it.
+#[inline]
+pub fn routed<R: Router>(
+    router: &'static R,
+    request: Request<IncomingBody>,
+) -> (Route<'static>, http::request::Parts, IncomingBody) {
+    let (parts, body) = request.into_parts();
+    let route = router.route(&parts);
+    (route, parts, body)
+}
+
 /// A pipeline with no filters: every route goes straight to its action. For routers
 /// written by hand (tests, embedders).
 #[derive(Debug, Clone)]
@@ -96,8 +111,7 @@ impl<R: Router> Pipeline for Unfiltered<R> {
         request: Request<IncomingBody>,
         downstream: &Downstream,
     ) -> Response<ResponseBody> {
-        let (parts, body) = request.into_parts();
-        let route = self.0.route(&parts);
+        let (route, parts, body) = routed(&self.0, request);
         exchange(&(), downstream, route, parts, body).await
     }
 

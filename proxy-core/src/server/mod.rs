@@ -515,7 +515,7 @@ fn serve_connection<P: Pipeline>(
         }
         let request = request.map(IncomingBody::from);
         // hyper boxes a future per HTTP/2 stream holding this one (`streams.rs`): a lent
-        // handler keeps it a few words instead of the whole exchange (≈ 3.8 KB to
+        // handler keeps it a few words instead of the whole exchange (≈ 3 KB to
         // allocate and copy).
         let mut handler = Handler::start(pipeline, request, downstream);
         async move {

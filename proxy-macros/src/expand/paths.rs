@@ -76,6 +76,7 @@ pub const RELAY: Private = Private("Relay");
 pub const ROUTE: Private = Private("Route");
 pub const PIPELINE: Private = Private("Pipeline");
 pub const EXCHANGE: Private = Private("exchange");
+pub const ROUTED: Private = Private("routed");
 pub const DOWNSTREAM: Private = Private("Downstream");
 pub const REQUEST: Private = Private("Request");
 pub const RESPONSE: Private = Private("Response");

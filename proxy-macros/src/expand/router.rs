@@ -16,8 +16,8 @@ use super::filters::Chains;
 use super::paths::{
     ARC, CLUSTER, DIRECT_RESPONSE, DOWNSTREAM, DURATION, EXCHANGE, HEADER_NAME, HOST_HAS_PREFIX,
     HOST_HAS_SUFFIX, HOST_IS, INCOMING, METHOD, PIPELINE, RAW_REQUEST, REDIRECT, REGEX, RELAY,
-    REQUEST, RESPONSE, RESPONSE_BODY, ROUTE, ROUTE_ACTION, ROUTE_POLICY, ROUTE_REQUEST, ROUTER,
-    TARGETS,
+    REQUEST, RESPONSE, RESPONSE_BODY, ROUTE, ROUTE_ACTION, ROUTE_POLICY, ROUTE_REQUEST, ROUTED,
+    ROUTER, TARGETS,
 };
 use super::{cluster, cluster_field, cluster_local, local, router_type};
 use crate::model::{
@@ -165,8 +165,7 @@ fn pipeline(ty: &Ident, chains: &Chains<'_>) -> TokenStream {
                 #request: #REQUEST<#INCOMING>,
                 #downstream: &#DOWNSTREAM,
             ) -> #RESPONSE<#RESPONSE_BODY> {
-                let (#parts, #body) = #request.into_parts();
-                let #route = #ROUTER::route(self, &#parts);
+                let (#route, #parts, #body) = #ROUTED(self, #request);
                 match #route.chain {
                     #(#arms)*
                     // The chain with no filters.

@@ -639,21 +639,26 @@ async fn http2_cluster_speaks_h2c_to_nginx_over_one_connection() {
     for proto in Proto::BOTH {
         let mut conn = fixture.conn(proto).await;
         let path = format!("/h2/dav/{proto:?}.bin");
-        let request = conn
-            .request(Method::PUT, "h2.test", &path)
-            .body(full(data.clone()))
-            .unwrap();
-        let reply = conn.send(request).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{proto:?}: {reply:?}");
-        let stored =
-            std::fs::read(fixture.nginx.root().join(path.trim_start_matches('/'))).unwrap();
-        assert!(
-            stored == data,
-            "{proto:?}: stored {} of {} bytes",
-            stored.len(),
-            data.len()
-        );
+        put_to_the_http2_cluster(&mut conn, fixture.nginx.root(), &path, &data).await;
     }
+}
+
+/// PUTs `data` at `path` of the HTTP/2 cluster's DAV location and checks nginx stored
+/// it whole under `root`.
+async fn put_to_the_http2_cluster(conn: &mut Conn, root: &Path, path: &str, data: &[u8]) {
+    let request = conn
+        .request(Method::PUT, "h2.test", path)
+        .body(full(data.to_vec()))
+        .unwrap();
+    let reply = conn.send(request).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{path}: {reply:?}");
+    let stored = std::fs::read(root.join(path.trim_start_matches('/'))).unwrap();
+    assert!(
+        stored == data,
+        "{path}: stored {} of {} bytes",
+        stored.len(),
+        data.len()
+    );
 }
 
 /// An HTTP/2 upstream reads an HTTP/1.1 client's body from its own task (possibly on
@@ -672,14 +677,7 @@ async fn http1_uploads_to_the_http2_cluster_never_stall() {
             for upload in 0..50 {
                 let mut conn = Conn::tcp(addr, Proto::H1).await;
                 let path = format!("/h2/dav/upload-{client}-{upload}.bin");
-                let request = conn
-                    .request(Method::PUT, "h2.test", &path)
-                    .body(full(data.clone()))
-                    .unwrap();
-                let reply = conn.send(request).await;
-                assert_eq!(reply.status, StatusCode::CREATED, "{path}: {reply:?}");
-                let stored = std::fs::read(root.join(path.trim_start_matches('/'))).unwrap();
-                assert!(stored == data, "{path}: stored {} bytes", stored.len());
+                put_to_the_http2_cluster(&mut conn, &root, &path, &data).await;
             }
         }));
     }

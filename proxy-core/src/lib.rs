@@ -37,6 +37,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod filter;
+mod future;
 pub mod http;
 mod lent;
 pub mod listener;

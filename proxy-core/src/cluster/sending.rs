@@ -11,31 +11,23 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 
 use super::{Cluster, Endpoint, UpstreamError};
+use crate::future::InlineOrBoxed;
 use crate::http::ResponseBody;
 
 type Sent = Result<Response<ResponseBody>, UpstreamError>;
 
 pin_project_lite::pin_project! {
     /// An exchange with one endpoint, counted in the cluster's stats and reported to
-    /// outlier detection when it ends (a request refused admission is neither).
+    /// outlier detection when it ends; a request refused admission is neither. The
+    /// HTTP/2 exchange is boxed: hyper's send and the kept head for a replay make it a
+    /// third larger than the HTTP/1.1 one, and every request's future would carry that
+    /// size; an allocation is little next to an HTTP/2 upstream exchange's cost.
     pub(crate) struct Sending<'a, H1, H2> {
         cluster: &'a Cluster,
         endpoint: &'a Endpoint,
+        admitted: bool,
         #[pin]
-        state: State<H1, H2>,
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = StateProjection]
-    enum State<H1, H2> {
-        /// Over `max_requests`; `None` once reported.
-        Refused { error: Option<UpstreamError> },
-        Http1 { #[pin] exchange: H1 },
-        /// Boxed: hyper's HTTP/2 send and the kept head for a replay make it a third
-        /// larger than the HTTP/1.1 exchange, and every request's future would carry
-        /// that size; an allocation is little next to an HTTP/2 upstream exchange's cost.
-        Http2 { exchange: Pin<Box<H2>> },
+        exchange: InlineOrBoxed<Sent, H1, H2>,
     }
 }
 
@@ -45,31 +37,28 @@ impl<'a, H1, H2> Sending<'a, H1, H2> {
         endpoint: &'a Endpoint,
         error: UpstreamError,
     ) -> Self {
-        let state = State::Refused { error: Some(error) };
-        Self {
-            cluster,
-            endpoint,
-            state,
-        }
+        Self::new(cluster, endpoint, false, InlineOrBoxed::done(Err(error)))
     }
 
     pub(super) fn http1(cluster: &'a Cluster, endpoint: &'a Endpoint, exchange: H1) -> Self {
-        let state = State::Http1 { exchange };
-        Self {
-            cluster,
-            endpoint,
-            state,
-        }
+        Self::new(cluster, endpoint, true, InlineOrBoxed::inline(exchange))
     }
 
     pub(super) fn http2(cluster: &'a Cluster, endpoint: &'a Endpoint, exchange: H2) -> Self {
-        let state = State::Http2 {
-            exchange: Box::pin(exchange),
-        };
+        Self::new(cluster, endpoint, true, InlineOrBoxed::boxed(exchange))
+    }
+
+    fn new(
+        cluster: &'a Cluster,
+        endpoint: &'a Endpoint,
+        admitted: bool,
+        exchange: InlineOrBoxed<Sent, H1, H2>,
+    ) -> Self {
         Self {
             cluster,
             endpoint,
-            state,
+            admitted,
+            exchange,
         }
     }
 }
@@ -83,21 +72,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
         let this = self.project();
-        let result = match this.state.project() {
-            // Polled again after it completed: it never completes again.
-            StateProjection::Refused { error } => {
-                return error
-                    .take()
-                    .map_or(Poll::Pending, |error| Poll::Ready(Err(error)));
+        let result = ready!(this.exchange.poll(cx));
+        if *this.admitted {
+            match &result {
+                Ok(response) => this
+                    .cluster
+                    .count_response(this.endpoint, response.status().as_u16()),
+                Err(error) => this.cluster.count_failure(this.endpoint, error),
             }
-            StateProjection::Http1 { exchange } => ready!(exchange.poll(cx)),
-            StateProjection::Http2 { exchange } => ready!(exchange.as_mut().poll(cx)),
-        };
-        match &result {
-            Ok(response) => this
-                .cluster
-                .count_response(this.endpoint, response.status().as_u16()),
-            Err(error) => this.cluster.count_failure(this.endpoint, error),
         }
         Poll::Ready(result)
     }

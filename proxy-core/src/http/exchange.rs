@@ -10,7 +10,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
-use super::acting::Acting;
 use super::body::{BodyOutcome, BufferedBody, Buffering, RequestBodyFilter};
 use super::filtered::{Exchange, FilteredBody, RequestBytes};
 use super::headers::{into_upstream_form, prepare_response, sanitize_request};
@@ -21,6 +20,7 @@ use super::{IncomingBody, LocalReply, RequestBody, ResponseBody};
 use super::{grpc, mirror};
 use crate::cluster::{Cluster, Endpoint, RetryPermit, Selection, UpstreamError};
 use crate::filter::{Flow, HttpFilter, RequestInfo};
+use crate::future::InlineOrBoxed;
 use crate::route::{
     DirectResponse, Mirror, Redirect, RetryPolicy, Route, RouteAction, RoutePolicy, request_host,
 };
@@ -220,7 +220,7 @@ fn act<C: HttpFilter>(
     body: IncomingBody,
     downstream: &Downstream,
     upgrade: Option<Upgrade>,
-) -> Acting<Outcome, impl Future<Output = Outcome>, impl Future<Output = Outcome>> {
+) -> InlineOrBoxed<Outcome, impl Future<Output = Outcome>, impl Future<Output = Outcome>> {
     // An upgrade goes only where a route allows it (Envoy's per-route `upgrade_configs`);
     // anywhere else it is refused rather than silently served as a plain request.
     if let Some(requested) = &upgrade {
@@ -239,7 +239,7 @@ fn act<C: HttpFilter>(
         };
         if !allowed {
             downstream.stats.downstream_rq_ws_on_non_ws_route.inc();
-            return Acting::done(Outcome::refusal(plain_text(
+            return InlineOrBoxed::done(Outcome::refusal(plain_text(
                 StatusCode::FORBIDDEN,
                 "upgrade not allowed on this route\n",
             )));
@@ -264,18 +264,20 @@ fn act<C: HttpFilter>(
                     chain, cluster, policy, mirrors, parts, body, downstream, upgrade,
                 )
             }
-            None => Acting::done(Outcome::reply(
+            None => InlineOrBoxed::done(Outcome::reply(
                 LocalReply::NoHealthyUpstream,
                 &downstream.stats,
             )),
         },
-        RouteAction::Direct(direct) => Acting::done(Outcome::local(direct_response(direct), "")),
-        RouteAction::Redirect(redirect) => Acting::done(Outcome::local(
+        RouteAction::Direct(direct) => {
+            InlineOrBoxed::done(Outcome::local(direct_response(direct), ""))
+        }
+        RouteAction::Redirect(redirect) => InlineOrBoxed::done(Outcome::local(
             redirect_response(redirect, &parts, downstream),
             "",
         )),
         RouteAction::NoRoute => {
-            Acting::done(Outcome::reply(LocalReply::NoRoute, &downstream.stats))
+            InlineOrBoxed::done(Outcome::reply(LocalReply::NoRoute, &downstream.stats))
         }
     }
 }
@@ -293,10 +295,10 @@ fn forward<C: HttpFilter>(
     body: IncomingBody,
     downstream: &Downstream,
     upgrade: Option<Upgrade>,
-) -> Acting<Outcome, impl Future<Output = Outcome>, impl Future<Output = Outcome>> {
+) -> InlineOrBoxed<Outcome, impl Future<Output = Outcome>, impl Future<Output = Outcome>> {
     // Chosen on the request as received (before the upstream form).
     let Some(selection) = cluster.select(&parts, downstream.client_ip, &[]) else {
-        return Acting::done(Outcome::reply(
+        return InlineOrBoxed::done(Outcome::reply(
             LocalReply::NoHealthyUpstream,
             &downstream.stats,
         ));
@@ -338,7 +340,7 @@ fn forward<C: HttpFilter>(
     if retry.is_none() && mirrored.is_empty() {
         // The common path: sent once, the body streamed, nothing kept.
         let request = Request::from_parts(parts, body);
-        return Acting::inline(upstream.attempts(
+        return InlineOrBoxed::inline(upstream.attempts(
             selection,
             request,
             body_outcome,
@@ -359,7 +361,7 @@ fn forward<C: HttpFilter>(
         mirrored,
         upgrade,
     };
-    Acting::boxed(upstream.replayed(replayed))
+    InlineOrBoxed::boxed(upstream.replayed(replayed))
 }
 
 /// A request [`forward`] may send more than once: to retry it or to mirror it.

@@ -6,7 +6,6 @@
 //! replies and clusters see only those types, so a second codec can sit beside hyper
 //! without changing anything here.
 
-mod acting;
 mod body;
 mod exchange;
 mod filtered;

@@ -23,7 +23,7 @@ pub use crate::config::{BindAddress, EndpointAddress, Inputs};
 pub use crate::filter::HttpFilter;
 pub use crate::http::IncomingBody;
 pub use crate::http::{Downstream, ResponseBody, exchange};
-pub use crate::listener::ListenerConfig;
+pub use crate::listener::{HttpOptions, ListenerConfig};
 pub use crate::route::{
     DirectResponse, Pipeline, RawRequest, Redirect, Relay, RetryOn, RetryPolicy, Route,
     RouteAction, RoutePolicy, RouteRequest, Router, Targets, host_has_prefix, host_has_suffix,

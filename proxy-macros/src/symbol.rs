@@ -180,6 +180,10 @@ pub const ALLOW_SOURCE_IPS: Symbol = Symbol("allow_source_ips");
 pub const DENY_SOURCE_IPS: Symbol = Symbol("deny_source_ips");
 pub const DESTINATION_PORTS: Symbol = Symbol("destination_ports");
 
+// The connection manager's own request edits (`http { .. }`), named as Envoy's.
+pub const GENERATE_REQUEST_ID: Symbol = Symbol("generate_request_id");
+pub const SKIP_XFF_APPEND: Symbol = Symbol("skip_xff_append");
+
 // Filters, at listener (`http`), virtual-host and route level.
 pub const FILTERS: Symbol = Symbol("filters");
 pub const DISABLE: Symbol = Symbol("disable");
@@ -246,7 +250,7 @@ impl Block {
     pub fn keys(self) -> &'static [Symbol] {
         match self {
             Block::Listener => &[BIND, SOCKET_MODE, TLS],
-            Block::Http => &[FILTERS],
+            Block::Http => &[FILTERS, GENERATE_REQUEST_ID, SKIP_XFF_APPEND],
             Block::Tcp => &[
                 CLUSTER,
                 FILTERS,

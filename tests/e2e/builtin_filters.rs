@@ -106,6 +106,8 @@ const CAPTURED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent
 struct Fixture {
     proxy: ProxyProcess,
     addr: SocketAddr,
+    /// The `quiet` listener: no request ids made up, no client IP appended.
+    quiet: SocketAddr,
     nginx: Nginx,
     capture: Origin,
     dir: tempfile::TempDir,
@@ -120,13 +122,16 @@ impl Fixture {
         let capture = Origin::scripted(CAPTURED);
         let mut proxy = ProxyCommand::new(FIXTURE, dir.path())
             .env("FILTERS_ADDR", "127.0.0.1:0")
+            .env("QUIET_ADDR", "127.0.0.1:0")
             .env("ORIGIN_ADDR", nginx.addr("origin").to_string())
             .env("CAPTURE_ADDR", capture.addr().to_string())
             .spawn();
         let addr = proxy.tcp_listener("main");
+        let quiet = proxy.tcp_listener("quiet");
         Self {
             proxy,
             addr,
+            quiet,
             nginx,
             capture,
             dir,
@@ -313,6 +318,73 @@ async fn request_headers_are_mutated_before_forwarding() {
             assert_eq!(got[name], want, "{proto:?} {name}: {}", reply.text());
         }
     }
+}
+
+/// `generate_request_id: false` and `skip_xff_append: true` hold on the relay (a
+/// bodiless HTTP/1.1 request on a route without filters) and on the full path (a body,
+/// or HTTP/2); the default listener, for contrast, does both edits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_can_leave_request_ids_and_forwarded_for_alone() {
+    let fixture = Fixture::start();
+    let mut raw = RawHttp::connect(fixture.quiet);
+    raw.send(b"GET /relayed HTTP/1.1\r\nHost: quiet.test\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n");
+    let head = raw.read_head();
+    assert_eq!(head.status, 200, "{}", head.raw);
+    let captured = fixture.capture.wait_request();
+    // The relay keeps field names as the client wrote them (the full path lowercases).
+    assert!(
+        captured.contains("\r\nX-Forwarded-For: 6.6.6.6\r\n"),
+        "not relayed, or the client's IP was appended:\n{captured}"
+    );
+    let sent = head_fields(&captured);
+    assert_eq!(values(&sent, "x-request-id"), [] as [&str; 0], "{captured}");
+    assert_eq!(values(&sent, "x-forwarded-proto"), ["http"], "{captured}");
+
+    for proto in Proto::BOTH {
+        let mut conn = Conn::tcp(fixture.quiet, proto).await;
+        let xff = [("x-forwarded-for", "6.6.6.6")];
+        let reply = send_body(
+            &mut conn,
+            Method::POST,
+            "quiet.test",
+            "/full",
+            &xff,
+            full("hi"),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{proto:?}");
+        let captured = fixture.capture.wait_request();
+        let sent = head_fields(&captured);
+        assert_eq!(
+            values(&sent, "x-forwarded-for"),
+            ["6.6.6.6"],
+            "{proto:?}: {captured}"
+        );
+        assert_eq!(
+            values(&sent, "x-request-id"),
+            [] as [&str; 0],
+            "{proto:?}: {captured}"
+        );
+        assert_eq!(
+            values(&sent, "x-forwarded-proto"),
+            ["http"],
+            "{proto:?}: {captured}"
+        );
+    }
+
+    let mut conn = fixture.conn(Proto::H1).await;
+    let xff = [("x-forwarded-for", "6.6.6.6")];
+    let reply = send(&mut conn, Method::GET, "headers.test", "/capture/z", &xff).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let captured = fixture.capture.wait_request();
+    let sent = head_fields(&captured);
+    assert_eq!(
+        values(&sent, "x-forwarded-for"),
+        ["6.6.6.6, 127.0.0.1"],
+        "{captured}"
+    );
+    let ids = values(&sent, "x-request-id");
+    assert!(ids.len() == 1 && ids[0].len() == 36, "{captured}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

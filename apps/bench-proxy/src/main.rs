@@ -18,6 +18,10 @@ proxy_core::proxy! {
     listener bench {
         bind: env("BENCH_ADDR", "127.0.0.1:8080"),
         http {
+            // As the peers' configurations: nginx, HAProxy and Pingora add neither header,
+            // and Envoy appends no client IP by default.
+            generate_request_id: false,
+            skip_xff_append: true,
             virtual_host any {
                 domains: ["*"],
                 route prefix("/") => cluster(origin),

@@ -21,6 +21,7 @@ use super::{grpc, mirror};
 use crate::cluster::{Cluster, Endpoint, RetryPermit, Selection, UpstreamError};
 use crate::filter::{Flow, HttpFilter, RequestInfo};
 use crate::future::InlineOrBoxed;
+use crate::listener::HttpOptions;
 use crate::route::{
     DirectResponse, Mirror, Redirect, RetryPolicy, Route, RouteAction, RoutePolicy, request_host,
 };
@@ -32,11 +33,14 @@ use crate::upstream::h1::UpstreamUpgrade;
 #[derive(Debug)]
 pub struct Downstream {
     /// The client's IP, pre-formatted once per connection for `x-forwarded-for`.
-    /// `None` for Unix-socket clients, which have no IP to report.
+    /// `None` for Unix-socket clients, which have no IP to report, and on a listener
+    /// with `skip_xff_append`.
     pub(crate) peer: Option<HeaderValue>,
     pub(crate) client_ip: Option<IpAddr>,
     /// `http` or `https`: the scheme this proxy was reached over.
     pub(crate) scheme: &'static str,
+    /// `x-request-id` is generated for a request without one.
+    pub(crate) generate_request_id: bool,
     pub(crate) listener: &'static str,
     pub(crate) stats: Arc<ListenerStats>,
     /// The route timer this connection's requests share.
@@ -44,16 +48,29 @@ pub struct Downstream {
 }
 
 impl Downstream {
+    #[cfg(test)]
     pub(crate) fn new(
         client_ip: Option<IpAddr>,
         listener: &'static str,
         stats: Arc<ListenerStats>,
     ) -> Self {
-        let peer = client_ip.and_then(|ip| HeaderValue::try_from(ip.to_string()).ok());
+        Self::of_listener(client_ip, listener, HttpOptions::default(), stats)
+    }
+
+    pub(crate) fn of_listener(
+        client_ip: Option<IpAddr>,
+        listener: &'static str,
+        options: HttpOptions,
+        stats: Arc<ListenerStats>,
+    ) -> Self {
+        let peer = client_ip
+            .filter(|_| !options.skip_xff_append)
+            .and_then(|ip| HeaderValue::try_from(ip.to_string()).ok());
         Self {
             peer,
             client_ip,
             scheme: "http",
+            generate_request_id: options.generate_request_id,
             listener,
             stats,
             route_timer: RouteTimer::default(),

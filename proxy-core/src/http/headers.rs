@@ -63,7 +63,7 @@ pub(crate) fn sanitize_request(parts: &mut Parts, downstream: &Downstream) {
         X_FORWARDED_PROTO,
         HeaderValue::from_static(downstream.scheme),
     );
-    if !seen.request_id {
+    if !seen.request_id && downstream.generate_request_id {
         headers.insert(X_REQUEST_ID, request_id::generate());
     }
     // A client cannot vouch for its own certificate: what it sent is dropped, and on a

@@ -20,15 +20,41 @@ pub struct ListenerConfig {
     bind: BindAddress,
     socket_mode: Option<u32>,
     tls: Option<Arc<ServerTls>>,
+    http: HttpOptions,
 }
 
-/// Equal when name, address, mode and TLS configuration are; TLS configurations are
+/// What an HTTP listener's connection manager adds to every request it forwards, named
+/// as Envoy's `HttpConnectionManager` names them. By default a request gets an
+/// `x-request-id` (when it has none) and the client's IP appended to `x-forwarded-for`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Generate a UUID v4 `x-request-id` for a request that carries none.
+    pub generate_request_id: bool,
+    /// Forward `x-forwarded-for` as the client sent it, without the client's IP.
+    pub skip_xff_append: bool,
+}
+
+impl HttpOptions {
+    pub const DEFAULT: Self = Self {
+        generate_request_id: true,
+        skip_xff_append: false,
+    };
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Equal when name, address, mode, HTTP options and TLS configuration are; TLS configurations are
 /// compared by identity (the same loaded [`ServerTls`]), not by the files they name.
 impl PartialEq for ListenerConfig {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
             && self.bind == other.bind
             && self.socket_mode == other.socket_mode
+            && self.http == other.http
             && match (&self.tls, &other.tls) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (None, None) => true,
@@ -46,7 +72,18 @@ impl ListenerConfig {
             bind,
             socket_mode: None,
             tls: None,
+            http: HttpOptions::default(),
         }
+    }
+
+    /// Sets what the connection manager adds to the requests of an HTTP listener.
+    pub fn http_options(mut self, options: HttpOptions) -> Self {
+        self.http = options;
+        self
+    }
+
+    pub fn http(&self) -> HttpOptions {
+        self.http
     }
 
     /// Terminates TLS on this listener with `tls`. The handshake runs in each

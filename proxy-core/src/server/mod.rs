@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::BindAddress;
 use crate::http::{Downstream, IncomingBody};
-use crate::listener::{BindError, BoundListener, ListenerConfig};
+use crate::listener::{BindError, BoundListener, HttpOptions, ListenerConfig};
 use crate::net::{Rewound, Stream};
 use crate::route::Pipeline;
 use crate::stats::{GaugeGuard, ListenerStats, TlsStats};
@@ -155,13 +155,16 @@ impl Server {
         let stats = Arc::new(ListenerStats::default());
         self.listener_stats
             .push((listener.name(), Arc::clone(&stats)));
-        let name = listener.name();
+        let manager = Manager {
+            name: listener.name(),
+            options: listener.http(),
+        };
         let settings = self.settings;
         self.spawn_accept_loops(bound, |bound, shutdown| {
             accept_loop(
                 bound,
                 pipeline,
-                name,
+                manager,
                 Arc::clone(&stats),
                 tls.clone(),
                 shutdown,
@@ -267,10 +270,23 @@ struct Terminate {
     stats: Arc<TlsStats>,
 }
 
+/// An HTTP listener's connection manager as each of its connections sees it.
+#[derive(Debug, Clone, Copy)]
+struct Manager {
+    name: &'static str,
+    options: HttpOptions,
+}
+
+impl Manager {
+    fn downstream(self, peer: Option<std::net::IpAddr>, stats: &Arc<ListenerStats>) -> Downstream {
+        Downstream::of_listener(peer, self.name, self.options, Arc::clone(stats))
+    }
+}
+
 async fn accept_loop<P: Pipeline>(
     listener: BoundListener,
     pipeline: &'static P,
-    name: &'static str,
+    manager: Manager,
     stats: Arc<ListenerStats>,
     tls: Option<Arc<Terminate>>,
     mut shutdown: watch::Receiver<bool>,
@@ -279,7 +295,7 @@ async fn accept_loop<P: Pipeline>(
     let listener = match listener.into_acceptor() {
         Ok(listener) => listener,
         Err(error) => {
-            tracing::error!(listener = name, %error, "cannot register the listening socket");
+            tracing::error!(listener = manager.name, %error, "cannot register the listening socket");
             return;
         }
     };
@@ -318,7 +334,7 @@ async fn accept_loop<P: Pipeline>(
         let stats = Arc::clone(&stats);
         let watcher = graceful.watcher();
         let Some(tls) = &tls else {
-            let downstream = Arc::new(Downstream::new(peer, name, Arc::clone(&stats)));
+            let downstream = Arc::new(manager.downstream(peer, &stats));
             if settings.http1 == Http1Codec::Native {
                 let builder = Arc::clone(&builder);
                 let drain = shutdown.clone();
@@ -375,7 +391,7 @@ async fn accept_loop<P: Pipeline>(
             let Some((stream, session)) = handshake else {
                 return;
             };
-            let mut downstream = Downstream::new(peer, name, Arc::clone(&stats));
+            let mut downstream = manager.downstream(peer, &stats);
             downstream.scheme = "https";
             let downstream = Arc::new(downstream);
             let session = Arc::new(session);

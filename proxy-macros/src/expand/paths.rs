@@ -47,6 +47,7 @@ pub const INPUTS: Private = Private("Inputs");
 
 // Listeners, clusters and routes.
 pub const LISTENER_CONFIG: Private = Private("ListenerConfig");
+pub const HTTP_OPTIONS: Private = Private("HttpOptions");
 pub const CLUSTER: Private = Private("Cluster");
 pub const CLUSTER_OPTIONS: Private = Private("ClusterOptions");
 pub const UPSTREAM_PROTOCOL: Private = Private("UpstreamProtocol");

@@ -55,6 +55,12 @@ fn render_listener(out: &mut String, topology: &Topology, listener: &Listener) {
         render_tcp(out, topology, tcp);
     }
     render_filters(out, "  ", &listener.filters);
+    if listener.generate_request_id == Some(false) {
+        out.push_str("  x-request-id: not generated\n");
+    }
+    if listener.skip_xff_append == Some(true) {
+        out.push_str("  x-forwarded-for: client IP not appended\n");
+    }
     for vhost in &listener.virtual_hosts {
         let domains: Vec<String> = vhost
             .domains

@@ -6,13 +6,14 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::paths::{
-    APP, ARC, CLUSTER, EXIT_CODE, INPUTS, LISTENER_CONFIG, SERVE_ERROR, SERVER, TCP_PROXY, TOPOLOGY,
+    APP, ARC, CLUSTER, EXIT_CODE, HTTP_OPTIONS, INPUTS, LISTENER_CONFIG, SERVE_ERROR, SERVER,
+    TCP_PROXY, TOPOLOGY,
 };
 use super::{
     cluster, cluster_field, cluster_local, internal_error, listener_field, local, router,
     router_field, summary, tcp,
 };
-use crate::model::{Topology, ident_string};
+use crate::model::{Listener, Topology, ident_string};
 
 pub fn expand(topology: &Topology) -> TokenStream {
     let inputs = local("__inputs");
@@ -74,7 +75,8 @@ pub fn expand(topology: &Topology) -> TokenStream {
             .socket_mode
             .as_ref()
             .map(|mode| quote!(.socket_mode(#mode)));
-        let config = quote!(#LISTENER_CONFIG::new(#name, #bind) #mode);
+        let options = http_options(listener);
+        let config = quote!(#LISTENER_CONFIG::new(#name, #bind) #mode #options);
         match &listener.tls {
             Some(tls) => {
                 let spec = super::tls::listener_spec(tls, &inputs);
@@ -171,4 +173,19 @@ pub fn expand(topology: &Topology) -> TokenStream {
             }
         }
     }
+}
+
+/// `.http_options(..)` for a listener whose `http` block sets `generate_request_id` or
+/// `skip_xff_append`; nothing when it keeps the defaults.
+fn http_options(listener: &Listener) -> Option<TokenStream> {
+    if listener.generate_request_id.is_none() && listener.skip_xff_append.is_none() {
+        return None;
+    }
+    let generate = listener
+        .generate_request_id
+        .map(|generate| quote!(generate_request_id: #generate,));
+    let skip = listener
+        .skip_xff_append
+        .map(|skip| quote!(skip_xff_append: #skip,));
+    Some(quote!(.http_options(#HTTP_OPTIONS { #generate #skip ..#HTTP_OPTIONS::DEFAULT })))
 }

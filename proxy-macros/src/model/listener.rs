@@ -21,6 +21,10 @@ pub struct Listener {
     pub virtual_hosts: Vec<VirtualHost>,
     /// Filters of the `http` block: every route of the listener runs them.
     pub filters: Level,
+    /// `generate_request_id: false` in the `http` block.
+    pub generate_request_id: Option<bool>,
+    /// `skip_xff_append: true` in the `http` block.
+    pub skip_xff_append: Option<bool>,
     /// The `tcp { .. }` block, for an L4 listener (then there are no virtual hosts).
     pub tcp: Option<super::tcp::TcpProxy>,
     /// An entry or virtual host was dropped after an error (it may have held routes).
@@ -75,6 +79,8 @@ impl Listener {
             http: None,
             virtual_hosts: Vec::new(),
             filters: Level::default(),
+            generate_request_id: None,
+            skip_xff_append: None,
             tcp: None,
             incomplete: false,
             unresolved: false,
@@ -147,8 +153,14 @@ impl Listener {
                         let vhost = match entry {
                             Ok(HttpEntry::VirtualHost(vhost)) => Ok(vhost),
                             Ok(HttpEntry::Field(field)) => {
-                                // `filters` is the only key.
-                                if let Some(value) = http_fields.add(cx, field) {
+                                let Some(value) = http_fields.add(cx, field) else {
+                                    continue;
+                                };
+                                if field.key == symbol::GENERATE_REQUEST_ID {
+                                    listener.generate_request_id = value::boolean(cx, value);
+                                } else if field.key == symbol::SKIP_XFF_APPEND {
+                                    listener.skip_xff_append = value::boolean(cx, value);
+                                } else {
                                     match filter::filters(cx, value) {
                                         Some(filters) => listener.filters.filters = filters,
                                         None => listener.incomplete = true,

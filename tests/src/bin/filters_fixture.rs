@@ -14,6 +14,7 @@
 //!   layers.test    inheritance: vhost filters, route filters, overrides and disables;
 //!                  access_log_file to /dev/stdout
 //!   bare.test      a vhost disabling a listener filter; access_log_file to /dev/full
+//! listener quiet QUIET_ADDR  generate_request_id: false, skip_xff_append: true; all to capture
 //! cluster origin   ORIGIN_ADDR (nginx)
 //! cluster capture  CAPTURE_ADDR (a test origin that reports the exact request head)
 //! ```
@@ -176,6 +177,20 @@ proxy_core::proxy! {
                 filters: [access_log_file("/dev/full", "%RESPONSE_CODE%\n")],
                 disable: [stamp],
                 route prefix("/") => cluster(origin),
+            }
+        }
+    }
+
+    // The connection manager's own edits turned off: no `x-request-id` is made up and
+    // `x-forwarded-for` goes upstream as the client sent it.
+    listener quiet {
+        bind: env("QUIET_ADDR", "127.0.0.1:0"),
+        http {
+            generate_request_id: false,
+            skip_xff_append: true,
+            virtual_host all {
+                domains: ["*"],
+                route prefix("/") => cluster(capture),
             }
         }
     }

@@ -32,7 +32,11 @@ proxy_core::proxy! {
 
     listener sidecar {
         bind: "[::1]:9090",
-        http { virtual_host any { domains: ["*"], route prefix("/") => cluster(grpc) { timeout: 250ms } } }
+        http {
+            generate_request_id: false,
+            skip_xff_append: true,
+            virtual_host any { domains: ["*"], route prefix("/") => cluster(grpc) { timeout: 250ms } }
+        }
     }
 
     cluster api {

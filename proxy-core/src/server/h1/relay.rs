@@ -141,7 +141,7 @@ pub(super) fn encode_request(
     buf.extend_from_slice(b"x-forwarded-proto: ");
     buf.extend_from_slice(downstream.scheme.as_bytes());
     buf.extend_from_slice(b"\r\n");
-    if !request_id {
+    if !request_id && downstream.generate_request_id {
         buf.extend_from_slice(b"x-request-id: ");
         buf.extend_from_slice(&request_id::uuid());
         buf.extend_from_slice(b"\r\n");

@@ -579,3 +579,139 @@ async fn trailers_cross_the_proxy_both_ways() {
         assert_eq!(reply.trailers, echoed(trailers), "{what}");
     }
 }
+
+/// How a response head (an HPACK block) sent `Date`, as far as a client can tell without
+/// keeping the table.
+#[derive(Debug, PartialEq, Eq)]
+enum DateSent {
+    /// A literal the table keeps (or an entry it already kept: indexed).
+    Indexable,
+    /// A literal no table may keep.
+    NeverIndexed,
+}
+
+/// Reads an HPACK integer with an `n`-bit prefix from `block` at `at`.
+fn hpack_int(block: &[u8], at: &mut usize, n: u32) -> usize {
+    let mask = (1usize << n) - 1;
+    let mut value = block[*at] as usize & mask;
+    *at += 1;
+    if value == mask {
+        let mut shift = 0;
+        loop {
+            let byte = block[*at];
+            *at += 1;
+            value += ((byte & 0x7f) as usize) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+    }
+    value
+}
+
+/// How `Date` went in `block`: `None` if no literal carried it and no field was indexed
+/// from the table (a fully indexed field may be a date kept earlier).
+fn date_sent(block: &[u8]) -> Option<DateSent> {
+    const DATE: usize = 33;
+    let mut at = 0;
+    let mut sent = None;
+    let skip_string = |at: &mut usize| {
+        let len = hpack_int(block, at, 7);
+        *at += len;
+    };
+    while at < block.len() {
+        let first = block[at];
+        if first & 0x80 != 0 {
+            let index = hpack_int(block, &mut at, 7);
+            if index > 61 && sent.is_none() {
+                sent = Some(DateSent::Indexable);
+            }
+        } else if first & 0xe0 == 0x20 {
+            hpack_int(block, &mut at, 5);
+        } else {
+            let (prefix, kind) = match first & 0xf0 {
+                0x10 => (4, DateSent::NeverIndexed),
+                0x00 => (4, DateSent::Indexable),
+                _ => (6, DateSent::Indexable),
+            };
+            let name = hpack_int(block, &mut at, prefix);
+            if name == 0 {
+                skip_string(&mut at);
+            }
+            skip_string(&mut at);
+            // The only field the proxy sends never-indexed is `Date`, named by its static
+            // index or by the table entry an earlier date left.
+            if name == DATE || kind == DateSent::NeverIndexed {
+                sent = Some(kind);
+            }
+        }
+    }
+    sent
+}
+
+/// A bare HTTP/2 client, to see the bytes of a response head (the `h2` crate decodes them
+/// away).
+struct RawH2(tokio::net::TcpStream);
+
+impl RawH2 {
+    async fn connect(addr: SocketAddr) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        Self(stream)
+    }
+
+    /// Sends `GET /barrier/date` as stream `id` and returns its response's header block.
+    async fn get(&mut self, id: u32) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // :method GET, :scheme http, then :path and :authority as literals.
+        let mut block = vec![0x82, 0x86, 0x04, 12];
+        block.extend_from_slice(b"/barrier/dat");
+        block.extend_from_slice(&[0x01, 11]);
+        block.extend_from_slice(b"echo.origin");
+        let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend_from_slice(&[0x01, 0x05]);
+        frame.extend_from_slice(&id.to_be_bytes());
+        frame.extend_from_slice(&block);
+        self.0.write_all(&frame).await.unwrap();
+        loop {
+            let mut head = [0u8; 9];
+            self.0.read_exact(&mut head).await.unwrap();
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            self.0.read_exact(&mut payload).await.unwrap();
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            match head[3] {
+                // SETTINGS without ACK: acknowledged.
+                0x04 if head[4] & 0x01 == 0 => {
+                    self.0.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap();
+                }
+                0x01 if stream == id => {
+                    assert_eq!(head[4] & 0x2c, 0x04, "padded, prioritised or continued");
+                    return payload;
+                }
+                0x07 => panic!("GOAWAY: {payload:?}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A client connection's responses carry `Date` as a literal its HPACK table may keep
+/// for the connection's first 15 s, and as a never-indexed literal after
+/// (`server/h2_date.rs`): `h2`'s encoder compares each date with every stale one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn date_stays_out_of_an_old_connections_hpack_table() {
+    let site = echo_site(1).await;
+    let mut client = RawH2::connect(site.addr).await;
+    let young = client.get(1).await;
+    assert_eq!(date_sent(&young), Some(DateSent::Indexable), "{young:02x?}");
+    // Not a synchronisation: the connection must be 15 s old.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let old = client.get(3).await;
+    assert_eq!(date_sent(&old), Some(DateSent::NeverIndexed), "{old:02x?}");
+}

@@ -47,8 +47,9 @@ impl Default for HttpOptions {
     }
 }
 
-/// Equal when name, address, mode, HTTP options and TLS configuration are; TLS configurations are
-/// compared by identity (the same loaded [`ServerTls`]), not by the files they name.
+/// Equal when name, address, mode, HTTP options and TLS configuration are; TLS
+/// configurations are compared by identity (the same loaded [`ServerTls`]), not by the
+/// files they name.
 impl PartialEq for ListenerConfig {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
@@ -82,6 +83,7 @@ impl ListenerConfig {
         self
     }
 
+    /// What the connection manager adds to the requests of an HTTP listener.
     pub fn http(&self) -> HttpOptions {
         self.http
     }

@@ -2,6 +2,7 @@
 //! connection, and graceful drain.
 
 pub(crate) mod h1;
+mod h2_date;
 mod reuse;
 mod streams;
 mod workers;
@@ -521,8 +522,10 @@ fn serve_connection<P: Pipeline>(
     session: Option<Arc<TlsSession>>,
     pipeline: &'static P,
 ) -> impl GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>> + Send + 'static {
+    let accepted = std::time::Instant::now();
     // `downstream` is shared by every request on the connection: one `Arc` clone each.
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let http2 = request.version() == hyper::Version::HTTP_2;
         let downstream = Arc::clone(&downstream);
         if let Some(session) = &session {
             // Until `Downstream` carries the session itself, requests on a TLS
@@ -535,8 +538,11 @@ fn serve_connection<P: Pipeline>(
         // allocate and copy).
         let mut handler = Handler::start(pipeline, request, downstream);
         async move {
-            let response = std::future::poll_fn(|cx| handler.poll_response(cx)).await;
+            let mut response = std::future::poll_fn(|cx| handler.poll_response(cx)).await;
             handler.finished();
+            if http2 {
+                h2_date::keep_date_out_of_old_tables(&mut response, accepted);
+            }
             Ok::<_, Infallible>(response)
         }
     });

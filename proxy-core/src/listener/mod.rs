@@ -39,6 +39,16 @@ impl HttpOptions {
         generate_request_id: true,
         skip_xff_append: false,
     };
+
+    pub const fn generate_request_id(mut self, generate: bool) -> Self {
+        self.generate_request_id = generate;
+        self
+    }
+
+    pub const fn skip_xff_append(mut self, skip: bool) -> Self {
+        self.skip_xff_append = skip;
+        self
+    }
 }
 
 impl Default for HttpOptions {

@@ -183,9 +183,9 @@ fn http_options(listener: &Listener) -> Option<TokenStream> {
     }
     let generate = listener
         .generate_request_id
-        .map(|generate| quote!(generate_request_id: #generate,));
+        .map(|generate| quote!(.generate_request_id(#generate)));
     let skip = listener
         .skip_xff_append
-        .map(|skip| quote!(skip_xff_append: #skip,));
-    Some(quote!(.http_options(#HTTP_OPTIONS { #generate #skip ..#HTTP_OPTIONS::DEFAULT })))
+        .map(|skip| quote!(.skip_xff_append(#skip)));
+    Some(quote!(.http_options(#HTTP_OPTIONS::DEFAULT #generate #skip)))
 }

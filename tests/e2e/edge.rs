@@ -562,6 +562,45 @@ fn expect_100_continue_is_answered_and_the_upload_arrives_intact() {
     }
 }
 
+/// An origin may answer before the request is all sent and go on reading it (a
+/// streaming echo): the rest of the request still goes out, as RFC 9112 asks of a
+/// client unless the response says the connection is closing. Each echoed chunk is
+/// awaited before the next is sent, so the exchange is full duplex through the proxy.
+#[test]
+fn an_early_answer_does_not_stop_the_upload() {
+    let dir = tempdir();
+    let origin = Origin::echo_at_once();
+    let mut edge = edge_command(dir.path())
+        .env("API_ADDR", origin.addr().to_string())
+        .env("HUGO_SOCK", dir.path().join("absent.sock"))
+        .spawn();
+    let addr = edge.tcp_listener("edge");
+    let mut raw = RawHttp::connect(addr);
+    raw.send(b"POST /api/echo HTTP/1.1\r\nHost: up.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    let head = raw.read_head();
+    assert_eq!(head.status, 200, "{}", head.raw);
+    assert!(
+        head.header("transfer-encoding")
+            .eq_ignore_ascii_case("chunked"),
+        "{}",
+        head.raw
+    );
+    assert_eq!(raw.body(10), b"5\r\nhello\r\n");
+    raw.send(b"5\r\nworld\r\n");
+    assert_eq!(
+        raw.body(10),
+        b"5\r\nworld\r\n",
+        "the rest of the upload did not go out"
+    );
+    raw.send(b"0\r\n\r\n");
+    assert_eq!(raw.body(5), b"0\r\n\r\n");
+    assert!(
+        origin
+            .wait_request()
+            .starts_with("POST /api/echo HTTP/1.1\r\n")
+    );
+}
+
 #[test]
 fn expect_is_not_forwarded_upstream() {
     let dir = tempdir();

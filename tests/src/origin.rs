@@ -18,6 +18,8 @@ use crate::DEADLINE;
 ///   (graceful drain) without sleeping.
 /// - [`Origin::scripted`]: reads the request head, writes fixed bytes (e.g. a response
 ///   cut short) and closes the connection.
+/// - [`Origin::echo_at_once`]: answers a chunked request as soon as its head arrives and
+///   then echoes its body as it comes, as a streaming (full-duplex) service does.
 #[derive(Debug)]
 pub struct Origin {
     addr: SocketAddr,
@@ -32,6 +34,7 @@ enum Behaviour {
     Reset,
     Held { response: Vec<u8> },
     Scripted { bytes: Vec<u8> },
+    EchoAtOnce,
 }
 
 #[derive(Debug)]
@@ -76,6 +79,13 @@ impl Origin {
         Self::start(Behaviour::Scripted {
             bytes: bytes.to_vec(),
         })
+    }
+
+    /// Reads each request head (of a chunked request), answers `200` with a chunked body
+    /// at once, then writes back every byte of the request body as it arrives: the
+    /// request's chunks become the response's, up to and including the last one.
+    pub fn echo_at_once() -> Self {
+        Self::start(Behaviour::EchoAtOnce)
     }
 
     fn start(behaviour: Behaviour) -> Self {
@@ -180,6 +190,25 @@ fn serve(mut stream: TcpStream, shared: &Shared, arrived: &Sender<String>) {
             let _ = stream.write_all(bytes);
             let _ = stream.flush();
             let _ = stream.shutdown(Shutdown::Both);
+        }
+        Behaviour::EchoAtOnce => {
+            let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            if stream.write_all(head).is_err() {
+                return;
+            }
+            let mut echoed = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !echoed.ends_with(b"\r\n0\r\n\r\n") && !echoed.starts_with(b"0\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        if stream.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                        echoed.extend_from_slice(&buf[..n]);
+                    }
+                    _ => return,
+                }
+            }
         }
         Behaviour::Held { response } => {
             let mut released = lock(&shared.released);

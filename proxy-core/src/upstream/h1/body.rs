@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::decode::{Decoded, Decoder};
-use super::exchange::Exchanged;
+use super::exchange::{Exchanged, Upload};
 use super::{Connection, Error};
 use crate::upstream::Pool;
 
@@ -21,6 +21,8 @@ pub(crate) struct ResponseStream {
     pool: Pool,
     /// An error held back for one poll; see [`Self::fail`].
     failed: Option<Error>,
+    /// The rest of the request, when the response began before it was all sent.
+    upload: Option<Box<Upload>>,
 }
 
 impl ResponseStream {
@@ -30,8 +32,14 @@ impl ResponseStream {
             conn,
             decoder,
             keep_alive,
+            upload,
         } = exchanged;
-        (head, Self::start(conn, decoder, keep_alive, pool))
+        let mut stream = Self::start(conn, decoder, keep_alive, pool);
+        // A response already complete needs no more of the request.
+        if stream.conn.is_some() {
+            stream.upload = upload;
+        }
+        (head, stream)
     }
 
     pub(crate) fn start(
@@ -46,6 +54,7 @@ impl ResponseStream {
             keep_alive,
             pool,
             failed: None,
+            upload: None,
         };
         if stream.decoder.is_done() {
             stream.finish();
@@ -79,6 +88,20 @@ impl ResponseStream {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
+            if let Some(upload) = self.upload.as_mut() {
+                match upload.poll(conn, cx) {
+                    Poll::Ready(Ok(())) => self.upload = None,
+                    // The client's body broke off: the origin will not see a whole
+                    // request, so neither does the client get a whole response.
+                    Poll::Ready(Err(error @ Error::RequestBody(_))) => return self.fail(error, cx),
+                    // The origin stopped reading; what it still sends is the answer.
+                    Poll::Ready(Err(error)) => {
+                        tracing::debug!(%error, "origin stopped taking the request body");
+                        self.upload = None;
+                    }
+                    Poll::Pending => {}
+                }
+            }
             match self.decoder.decode(&mut conn.read_buf) {
                 // The last frame: the connection is released at the next poll or when
                 // the body is dropped, once the frame's bytes (which share its read

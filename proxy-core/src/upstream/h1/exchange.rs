@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::request::Parts;
-use http::{HeaderMap, StatusCode, response};
+use http::{HeaderMap, Method, StatusCode, response};
 use http_body::Body;
 
 use super::abandoned::AwaitingHead;
@@ -46,6 +46,36 @@ pub(crate) struct Exchanged {
     pub(super) decoder: Decoder,
     /// Whether the connection may carry another request once the body is read.
     pub(super) keep_alive: bool,
+    /// The rest of a request whose response began before it was sent whole: it goes
+    /// on while the response body is read.
+    pub(super) upload: Option<Box<Upload>>,
+}
+
+/// The part of a request still to be written after the origin has answered: an origin
+/// may answer at once and go on reading (a streaming echo, say), and RFC 9112 asks a
+/// client to stop sending only when the response says the connection is closing.
+#[derive(Debug)]
+pub(crate) struct Upload {
+    body: RequestBody,
+    encoder: Encoder,
+    progress: Progress,
+}
+
+impl Upload {
+    /// Writes what the request body has ready: `Ready(Ok(()))` once all of it is out.
+    pub(super) fn poll(
+        &mut self,
+        conn: &mut Connection,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        poll_write_request(
+            conn,
+            cx,
+            &mut self.body,
+            &mut self.encoder,
+            &mut self.progress,
+        )
+    }
 }
 
 /// How far the request has gone out.
@@ -56,7 +86,8 @@ struct Progress {
     body_done: bool,
     /// A frame was taken from the request body: the request cannot be sent again.
     body_touched: bool,
-    /// The origin answered before the whole request was sent.
+    /// Response bytes arrived before the whole request was sent: the origin may have
+    /// acted on it, so it is not sent again.
     early: bool,
     /// A write failed: the origin never took the request.
     write_failed: bool,
@@ -91,13 +122,30 @@ pub(crate) async fn send(
         body_done: body_is_empty || encoder == Encoder::Empty,
         ..Progress::default()
     };
-    let sent = poll_fn(|cx| poll_send(&mut conn, cx, body, &mut encoder, &mut progress)).await;
-    if let Err(error) = sent {
-        return Err(classify(&conn, &progress, parts, error));
-    }
     let method = &parts.method;
+    let sent =
+        poll_fn(|cx| poll_send(&mut conn, cx, body, &mut encoder, &mut progress, method)).await;
+    let early = match sent {
+        Ok(early) => early,
+        Err(error) => return Err(classify(&conn, &progress, parts, error)),
+    };
+    if let Some(head) = early {
+        // The origin answered before the whole request went out. Unless it says it is
+        // closing (or switching protocols), the rest of the request follows while the
+        // response is read; the connection carries no other request either way.
+        let closing = !head.keep_alive || head.parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        let mut exchanged = Exchanged::new(head, conn, true);
+        if !closing {
+            exchanged.upload = Some(Box::new(Upload {
+                body: std::mem::replace(body, RequestBody::empty()),
+                encoder,
+                progress,
+            }));
+        }
+        return Ok(exchanged);
+    }
     let head = if progress.early {
-        // The origin answered before the whole request went out: the connection carries
+        // An interim response came while the request went out: the connection carries
         // no other request, so nothing is kept if this one is given up.
         poll_fn(|cx| poll_head(&mut conn, cx, method)).await
     } else {
@@ -132,6 +180,7 @@ impl Exchanged {
             conn,
             decoder: Decoder::new(framing),
             keep_alive: head.keep_alive && !early && !switching,
+            upload: None,
         }
     }
 }
@@ -150,7 +199,39 @@ fn classify(conn: &Connection, progress: &Progress, parts: &Parts, error: Error)
     }
 }
 
+/// Writes the request and watches the connection meanwhile: `Ready(Ok(Some(head)))` if
+/// a final response head arrived before the request was all written, `Ready(Ok(None))`
+/// once it was.
 fn poll_send(
+    conn: &mut Connection,
+    cx: &mut Context<'_>,
+    body: &mut RequestBody,
+    encoder: &mut Encoder,
+    progress: &mut Progress,
+    method: &Method,
+) -> Poll<Result<Option<decode::Head>, Error>> {
+    loop {
+        if poll_write_request(conn, cx, body, encoder, progress)?.is_ready() {
+            return Poll::Ready(Ok(None));
+        }
+        // Waiting on the socket or the client: meanwhile the origin may answer (before
+        // the upload ends, or with an interim response) or close.
+        match ready!(conn.poll_fill_head(cx)) {
+            Ok(0) => return Poll::Ready(Err(Error::Closed)),
+            Ok(_) => {
+                progress.early = true;
+                if let Some(head) = final_head(conn, method)? {
+                    return Poll::Ready(Ok(Some(head)));
+                }
+            }
+            Err(error) => return Poll::Ready(Err(error.into())),
+        }
+    }
+}
+
+/// Writes what the request body has ready after the head: `Ready(Ok(()))` once the
+/// whole request is written, `Pending` while the body or the socket has nothing more.
+fn poll_write_request(
     conn: &mut Connection,
     cx: &mut Context<'_>,
     body: &mut RequestBody,
@@ -204,34 +285,34 @@ fn poll_send(
         if progress.body_done && wrote_all {
             return Poll::Ready(Ok(()));
         }
-        // Waiting on the socket or the client: meanwhile, anything from the origin is
-        // an early response (or a close) that ends the upload.
-        match ready!(conn.poll_fill_head(cx)) {
-            Ok(0) => return Poll::Ready(Err(Error::Closed)),
-            Ok(_) => {
-                progress.early = true;
-                return Poll::Ready(Ok(()));
-            }
-            Err(error) => return Poll::Ready(Err(error.into())),
+        return Poll::Pending;
+    }
+}
+
+/// The final response head in what `conn` has read, interim (1xx) ones other than
+/// `101 Switching Protocols` skipped; `None` while it is incomplete.
+fn final_head(conn: &mut Connection, method: &Method) -> Result<Option<decode::Head>, Error> {
+    while !conn.read_buf.is_empty() {
+        let Some(head) = decode::parse_head(&mut conn.read_buf, method)? else {
+            return Ok(None);
+        };
+        let interim = head.parts.status.is_informational()
+            && head.parts.status != StatusCode::SWITCHING_PROTOCOLS;
+        if !interim {
+            return Ok(Some(head));
         }
     }
+    Ok(None)
 }
 
 pub(super) fn poll_head(
     conn: &mut Connection,
     cx: &mut Context<'_>,
-    method: &http::Method,
+    method: &Method,
 ) -> Poll<Result<decode::Head, Error>> {
     loop {
-        if !conn.read_buf.is_empty() {
-            if let Some(head) = decode::parse_head(&mut conn.read_buf, method)? {
-                let interim = head.parts.status.is_informational()
-                    && head.parts.status != StatusCode::SWITCHING_PROTOCOLS;
-                if !interim {
-                    return Poll::Ready(Ok(head));
-                }
-                continue;
-            }
+        if let Some(head) = final_head(conn, method)? {
+            return Poll::Ready(Ok(head));
         }
         match ready!(conn.poll_fill_head(cx)) {
             Ok(0) => return Poll::Ready(Err(Error::Closed)),

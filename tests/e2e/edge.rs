@@ -143,6 +143,17 @@ fn edge_command(dir: &Path) -> ProxyCommand {
         .args(["--concurrency", "2"])
 }
 
+/// edge on TCP with its `api` cluster pointing at `api` (anything `API_ADDR` takes) and
+/// no Hugo socket: the proxy and its listener's address.
+fn edge_in_front_of_api(dir: &Path, api: impl std::fmt::Display) -> (ProxyProcess, SocketAddr) {
+    let mut edge = edge_command(dir)
+        .env("API_ADDR", api.to_string())
+        .env("HUGO_SOCK", dir.join("unused.sock"))
+        .spawn();
+    let addr = edge.tcp_listener("edge");
+    (edge, addr)
+}
+
 /// Deterministic, non-repeating-per-chunk bytes: `(offset % 251)`, a prime period, so a
 /// lost, duplicated or reordered block shows up at once.
 fn pattern(start: u64, len: usize) -> Vec<u8> {
@@ -570,11 +581,7 @@ fn expect_100_continue_is_answered_and_the_upload_arrives_intact() {
 fn an_early_answer_does_not_stop_the_upload() {
     let dir = tempdir();
     let origin = Origin::echo_at_once();
-    let mut edge = edge_command(dir.path())
-        .env("API_ADDR", origin.addr().to_string())
-        .env("HUGO_SOCK", dir.path().join("absent.sock"))
-        .spawn();
-    let addr = edge.tcp_listener("edge");
+    let (_edge, addr) = edge_in_front_of_api(dir.path(), origin.addr());
     let mut raw = RawHttp::connect(addr);
     raw.send(b"POST /api/echo HTTP/1.1\r\nHost: up.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
     let head = raw.read_head();
@@ -605,11 +612,7 @@ fn an_early_answer_does_not_stop_the_upload() {
 fn expect_is_not_forwarded_upstream() {
     let dir = tempdir();
     let origin = Origin::held(b"done\n");
-    let mut edge = edge_command(dir.path())
-        .env("API_ADDR", origin.addr().to_string())
-        .env("HUGO_SOCK", dir.path().join("absent.sock"))
-        .spawn();
-    let addr = edge.tcp_listener("edge");
+    let (_edge, addr) = edge_in_front_of_api(dir.path(), origin.addr());
     let mut raw = RawHttp::connect(addr);
     raw.send(b"POST /api/upload HTTP/1.1\r\nHost: up.example\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     assert_eq!(raw.read_head().raw, "HTTP/1.1 100 Continue\r\n\r\n");
@@ -964,11 +967,7 @@ async fn a_client_leaving_mid_body_does_not_poison_the_pool() {
 async fn a_response_cut_short_upstream_is_not_passed_off_as_complete() {
     let dir = tempdir();
     let origin = Origin::scripted(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly ten b");
-    let mut edge = edge_command(dir.path())
-        .env("API_ADDR", origin.addr().to_string())
-        .env("HUGO_SOCK", dir.path().join("unused.sock"))
-        .spawn();
-    let addr = edge.tcp_listener("edge");
+    let (_edge, addr) = edge_in_front_of_api(dir.path(), origin.addr());
     for proto in Proto::BOTH {
         let mut conn = Conn::tcp(addr, proto).await;
         let request = conn
@@ -993,11 +992,7 @@ async fn a_response_cut_short_upstream_is_not_passed_off_as_complete() {
 
     // A head cut short is a reset before the response: 502 UC.
     let origin = Origin::scripted(b"HTTP/1.1 200 OK\r\ncontent-le");
-    let mut edge = edge_command(dir.path())
-        .env("API_ADDR", origin.addr().to_string())
-        .env("HUGO_SOCK", dir.path().join("unused.sock"))
-        .spawn();
-    let addr = edge.tcp_listener("edge");
+    let (_edge, addr) = edge_in_front_of_api(dir.path(), origin.addr());
     let reply = Conn::tcp(addr, Proto::H1)
         .await
         .get("x", "/api/half-head")
@@ -1045,11 +1040,7 @@ fn absolute_form_request_target_replaces_the_host_header() {
 async fn unreachable_endpoints_get_502_uf() {
     let dir = tempdir();
     let closed = ClosedPort::new();
-    let mut edge = edge_command(dir.path())
-        .env("API_ADDR", closed.addr().to_string())
-        .env("HUGO_SOCK", dir.path().join("nobody-listens.sock"))
-        .spawn();
-    let addr = edge.tcp_listener("edge");
+    let (_edge, addr) = edge_in_front_of_api(dir.path(), closed.addr());
     let expected = (
         502,
         Some("UF"),
@@ -1087,11 +1078,7 @@ async fn unreachable_endpoints_get_502_uf() {
 async fn origin_closing_without_an_answer_gets_502_uc() {
     let dir = tempdir();
     let origin = Origin::reset();
-    let mut edge = edge_command(dir.path())
-        .env("API_ADDR", origin.addr().to_string())
-        .env("HUGO_SOCK", dir.path().join("unused.sock"))
-        .spawn();
-    let addr = edge.tcp_listener("edge");
+    let (_edge, addr) = edge_in_front_of_api(dir.path(), origin.addr());
     for proto in Proto::BOTH {
         let mut conn = Conn::tcp(addr, proto).await;
         let reply = conn.get("x", "/api/reset").await;
@@ -1118,14 +1105,10 @@ async fn api_cluster_may_be_a_unix_socket() {
     let nginx = Nginx::builder(dir.path())
         .unix("api", &origin_locations("api", "/api"))
         .start();
-    let mut edge = edge_command(dir.path())
-        .env(
-            "API_ADDR",
-            format!("unix:{}", nginx.socket("api").display()),
-        )
-        .env("HUGO_SOCK", dir.path().join("unused.sock"))
-        .spawn();
-    let addr = edge.tcp_listener("edge");
+    let (_edge, addr) = edge_in_front_of_api(
+        dir.path(),
+        format!("unix:{}", nginx.socket("api").display()),
+    );
     let reply = Conn::tcp(addr, Proto::H1)
         .await
         .get("u.example", "/api/echo")

@@ -34,12 +34,7 @@ impl ResponseStream {
             keep_alive,
             upload,
         } = exchanged;
-        let mut stream = Self::start(conn, decoder, keep_alive, pool);
-        // A response already complete needs no more of the request.
-        if stream.conn.is_some() {
-            stream.upload = upload;
-        }
-        (head, stream)
+        (head, Self::start(conn, decoder, keep_alive, pool, upload))
     }
 
     pub(crate) fn start(
@@ -47,6 +42,7 @@ impl ResponseStream {
         decoder: Decoder,
         keep_alive: bool,
         pool: Pool,
+        upload: Option<Box<Upload>>,
     ) -> Self {
         let mut stream = Self {
             conn: Some(conn),
@@ -54,9 +50,11 @@ impl ResponseStream {
             keep_alive,
             pool,
             failed: None,
-            upload: None,
+            upload,
         };
         if stream.decoder.is_done() {
+            // A response already complete needs no more of the request.
+            stream.upload = None;
             stream.finish();
         }
         stream

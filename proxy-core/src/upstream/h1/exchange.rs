@@ -134,7 +134,7 @@ pub(crate) async fn send(
         // closing (or switching protocols), the rest of the request follows while the
         // response is read; the connection carries no other request either way.
         let closing = !head.keep_alive || head.parts.status == StatusCode::SWITCHING_PROTOCOLS;
-        let mut exchanged = Exchanged::new(head, conn, true);
+        let mut exchanged = Exchanged::new(*head, conn, true);
         if !closing {
             exchanged.upload = Some(Box::new(Upload {
                 body: std::mem::replace(body, RequestBody::empty()),
@@ -209,7 +209,7 @@ fn poll_send(
     encoder: &mut Encoder,
     progress: &mut Progress,
     method: &Method,
-) -> Poll<Result<Option<decode::Head>, Error>> {
+) -> Poll<Result<Option<Box<decode::Head>>, Error>> {
     loop {
         if poll_write_request(conn, cx, body, encoder, progress)?.is_ready() {
             return Poll::Ready(Ok(None));
@@ -221,7 +221,9 @@ fn poll_send(
             Ok(_) => {
                 progress.early = true;
                 if let Some(head) = final_head(conn, method)? {
-                    return Poll::Ready(Ok(Some(head)));
+                    // Boxed: the common case (no early answer) then moves a pointer's
+                    // worth, not a whole head, out of every poll.
+                    return Poll::Ready(Ok(Some(Box::new(head))));
                 }
             }
             Err(error) => return Poll::Ready(Err(error.into())),

@@ -145,7 +145,7 @@ pub(crate) fn body(
     keep_alive: bool,
     pool: Pool,
 ) -> ResponseStream {
-    ResponseStream::start(conn, Decoder::new(framing), keep_alive, pool)
+    ResponseStream::start(conn, Decoder::new(framing), keep_alive, pool, None)
 }
 
 /// The whole body of a relayed response when it came with its head and is at most

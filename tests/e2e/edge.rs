@@ -606,6 +606,69 @@ fn an_early_answer_does_not_stop_the_upload() {
             .wait_request()
             .starts_with("POST /api/echo HTTP/1.1\r\n")
     );
+
+    // Both the request and the response ended whole: the connection is as clean as
+    // after any exchange, and the next request goes out on it.
+    raw.send(b"POST /api/echo HTTP/1.1\r\nHost: up.example\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+    assert_eq!(raw.read_head().status, 200);
+    assert_eq!(raw.body(13), b"3\r\nabc\r\n0\r\n\r\n");
+    origin.wait_request();
+    assert_eq!(
+        origin.accepted(),
+        1,
+        "the origin connection was not reused after an early answer"
+    );
+}
+
+#[test]
+fn a_request_cut_short_by_its_answer_closes_the_origin_connection() {
+    let dir = tempdir();
+    let origin = Origin::answer_at_once(b"done\n");
+    let (_edge, addr) = edge_in_front_of_api(dir.path(), origin.addr());
+    let mut raw = RawHttp::connect(addr);
+    raw.send(b"POST /api/upload HTTP/1.1\r\nHost: up.example\r\nContent-Length: 10\r\n\r\nhello");
+    let head = raw.read_head();
+    assert_eq!(head.status, 200, "{}", head.raw);
+    assert_eq!(raw.body_for(&head), b"done\n");
+    assert!(origin.wait_request().starts_with("POST /api/upload "));
+
+    // Half the request body never went out: the next request on that connection would
+    // reach the origin behind the missing half.
+    raw.send(b"world");
+    raw.send(b"GET /api/next HTTP/1.1\r\nHost: up.example\r\n\r\n");
+    let head = raw.read_head();
+    assert_eq!(head.status, 200, "{}", head.raw);
+    assert_eq!(raw.body_for(&head), b"done\n");
+    let next = origin.wait_request();
+    assert!(next.starts_with("GET /api/next "), "{next:?}");
+    assert_eq!(origin.accepted(), 2);
+}
+
+#[test]
+fn an_interim_answer_leaves_the_connection_reusable() {
+    let dir = tempdir();
+    let origin = Origin::continue_first(b"done\n");
+    let (_edge, addr) = edge_in_front_of_api(dir.path(), origin.addr());
+    let mut raw = RawHttp::connect(addr);
+    for _ in 0..2 {
+        // The body's first part follows the origin's `100 Continue`, its second the
+        // origin's receipt of the first: edge has read the interim response while
+        // the request was still going out (a request body it had waited for).
+        raw.send(b"POST /api/upload HTTP/1.1\r\nHost: up.example\r\nContent-Length: 5\r\n\r\n");
+        origin.wait_request();
+        raw.send(b"he");
+        assert_eq!(origin.wait_request(), "he");
+        raw.send(b"llo");
+        assert_eq!(origin.wait_request(), "llo");
+        let head = raw.read_head();
+        assert_eq!(head.status, 200, "{}", head.raw);
+        assert_eq!(raw.body_for(&head), b"done\n");
+    }
+    assert_eq!(
+        origin.accepted(),
+        1,
+        "the origin connection was not reused after an interim answer"
+    );
 }
 
 #[test]

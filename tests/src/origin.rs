@@ -20,6 +20,12 @@ use crate::DEADLINE;
 ///   cut short) and closes the connection.
 /// - [`Origin::echo_at_once`]: answers a chunked request as soon as its head arrives and
 ///   then echoes its body as it comes, as a streaming (full-duplex) service does.
+/// - [`Origin::continue_first`]: answers `100 Continue` as soon as a request head
+///   arrives, whether or not it was asked for, then reads the body and answers.
+/// - [`Origin::answer_at_once`]: answers as soon as a request head arrives and reads no
+///   body (it takes whatever follows as the next request).
+///
+/// The last three keep each connection for the requests that follow on it.
 #[derive(Debug)]
 pub struct Origin {
     addr: SocketAddr,
@@ -35,6 +41,8 @@ enum Behaviour {
     Held { response: Vec<u8> },
     Scripted { bytes: Vec<u8> },
     EchoAtOnce,
+    ContinueFirst { response: Vec<u8> },
+    AnswerAtOnce { response: Vec<u8> },
 }
 
 #[derive(Debug)]
@@ -65,13 +73,9 @@ impl Origin {
     /// Reads each request head and answers `200` with `body` once [`release`](Self::release)
     /// is called (every connection, before or after the release).
     pub fn held(body: &[u8]) -> Self {
-        let mut response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        response.extend_from_slice(body);
-        Self::start(Behaviour::Held { response })
+        Self::start(Behaviour::Held {
+            response: ok_response(body),
+        })
     }
 
     /// Reads each request head, writes `bytes` as they are, then closes the connection.
@@ -86,6 +90,24 @@ impl Origin {
     /// request's chunks become the response's, up to and including the last one.
     pub fn echo_at_once() -> Self {
         Self::start(Behaviour::EchoAtOnce)
+    }
+
+    /// Reads each request head (of a request with a `Content-Length` body), writes
+    /// `100 Continue`, reports the head to [`wait_request`](Self::wait_request), reads the
+    /// body, reporting each piece read the same way, and answers `200` with `body`.
+    pub fn continue_first(body: &[u8]) -> Self {
+        Self::start(Behaviour::ContinueFirst {
+            response: ok_response(body),
+        })
+    }
+
+    /// Reads each request head and answers `200` with `body` at once, reading nothing
+    /// past the head: a request body left unsent upstream is the only way the next
+    /// head reported can start with anything but a method.
+    pub fn answer_at_once(body: &[u8]) -> Self {
+        Self::start(Behaviour::AnswerAtOnce {
+            response: ok_response(body),
+        })
     }
 
     fn start(behaviour: Behaviour) -> Self {
@@ -175,11 +197,25 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, arrived: &Sender<St
     }
 }
 
+fn ok_response(body: &[u8]) -> Vec<u8> {
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(body);
+    response
+}
+
 fn serve(mut stream: TcpStream, shared: &Shared, arrived: &Sender<String>) {
     let _ = stream.set_read_timeout(Some(DEADLINE));
     let Some(head) = read_head(&mut stream) else {
         return;
     };
+    if let Behaviour::ContinueFirst { response } = &shared.behaviour {
+        continue_first(stream, head, response, arrived);
+        return;
+    }
     let _ = arrived.send(head);
     match &shared.behaviour {
         Behaviour::Blackhole => {}
@@ -192,22 +228,11 @@ fn serve(mut stream: TcpStream, shared: &Shared, arrived: &Sender<String>) {
             let _ = stream.shutdown(Shutdown::Both);
         }
         Behaviour::EchoAtOnce => {
-            let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
-            if stream.write_all(head).is_err() {
-                return;
-            }
-            let mut echoed = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !echoed.ends_with(b"\r\n0\r\n\r\n") && !echoed.starts_with(b"0\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(n) if n > 0 => {
-                        if stream.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                        echoed.extend_from_slice(&buf[..n]);
-                    }
-                    _ => return,
-                }
+            while echo_at_once(&mut stream) {
+                let Some(head) = read_head(&mut stream) else {
+                    return;
+                };
+                let _ = arrived.send(head);
             }
         }
         Behaviour::Held { response } => {
@@ -228,7 +253,83 @@ fn serve(mut stream: TcpStream, shared: &Shared, arrived: &Sender<String>) {
                 while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
             }
         }
+        Behaviour::AnswerAtOnce { response } => loop {
+            if stream.write_all(response).is_err() {
+                return;
+            }
+            let Some(head) = read_head(&mut stream) else {
+                return;
+            };
+            let _ = arrived.send(head);
+        },
+        Behaviour::ContinueFirst { .. } => unreachable!("served above"),
     }
+}
+
+/// Answers a chunked request whose head was read and echoes its body up to its last
+/// chunk; `false` if the peer went away first.
+fn echo_at_once(stream: &mut TcpStream) -> bool {
+    let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+    if stream.write_all(head).is_err() {
+        return false;
+    }
+    let mut echoed = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !echoed.ends_with(b"\r\n0\r\n\r\n") && !echoed.starts_with(b"0\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(n) if n > 0 => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return false;
+                }
+                echoed.extend_from_slice(&buf[..n]);
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// [`Origin::continue_first`]'s requests, one after another on `stream`.
+fn continue_first(
+    mut stream: TcpStream,
+    mut head: String,
+    response: &[u8],
+    arrived: &Sender<String>,
+) {
+    loop {
+        let length = content_length(&head);
+        if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+            return;
+        }
+        let _ = arrived.send(head);
+        let mut body = vec![0; length];
+        let mut read = 0;
+        while read < length {
+            match stream.read(&mut body[read..]) {
+                Ok(n) if n > 0 => {
+                    let _ = arrived.send(String::from_utf8_lossy(&body[read..read + n]).into());
+                    read += n;
+                }
+                _ => return,
+            }
+        }
+        if stream.write_all(response).is_err() {
+            return;
+        }
+        match read_head(&mut stream) {
+            Some(next) => head = next,
+            None => return,
+        }
+    }
+}
+
+/// The `Content-Length` of a request head, 0 without one.
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Reads up to the end of a request head; `None` if the peer closed first.

@@ -138,7 +138,7 @@ async fn finish(
         if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
             return None;
         }
-        let (_, mut body) = ResponseStream::new(Exchanged::new(head, conn, false), pool);
+        let (_, mut body) = ResponseStream::new(Exchanged::new(head, conn), pool);
         let mut read = 0;
         while let Some(frame) = poll_fn(|cx| body.poll_frame(cx)).await {
             if let Some(data) = frame.ok()?.data_ref() {

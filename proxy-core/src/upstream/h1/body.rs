@@ -53,8 +53,6 @@ impl ResponseStream {
             upload,
         };
         if stream.decoder.is_done() {
-            // A response already complete needs no more of the request.
-            stream.upload = None;
             stream.finish();
         }
         stream
@@ -92,10 +90,12 @@ impl ResponseStream {
                     // The client's body broke off: the origin will not see a whole
                     // request, so neither does the client get a whole response.
                     Poll::Ready(Err(error @ Error::RequestBody(_))) => return self.fail(error, cx),
-                    // The origin stopped reading; what it still sends is the answer.
+                    // The origin stopped reading; what it still sends is the answer,
+                    // and the connection, half a request written, carries no other.
                     Poll::Ready(Err(error)) => {
                         tracing::debug!(%error, "origin stopped taking the request body");
                         self.upload = None;
+                        self.keep_alive = false;
                     }
                     Poll::Pending => {}
                 }
@@ -129,12 +129,15 @@ impl ResponseStream {
     }
 
     /// The body is complete: the connection goes back to the pool if nothing else is
-    /// pending on it.
+    /// pending on it. A request still going out when its response ended (the origin
+    /// answered early) is cut off with the connection: the client has its answer, and
+    /// a connection with half a request written carries no other.
     fn finish(&mut self) {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        release(conn, self.keep_alive, &self.pool);
+        let uploaded = self.upload.take().is_none();
+        release(conn, self.keep_alive && uploaded, &self.pool);
     }
 
     /// Closes the connection and reports `error` on the next poll, not this one: the

@@ -132,9 +132,9 @@ pub(crate) async fn send(
     if let Some(head) = early {
         // The origin answered before the whole request went out. Unless it says it is
         // closing (or switching protocols), the rest of the request follows while the
-        // response is read; the connection carries no other request either way.
+        // response is read, and the connection is reused only if both end whole.
         let closing = !head.keep_alive || head.parts.status == StatusCode::SWITCHING_PROTOCOLS;
-        let mut exchanged = Exchanged::new(*head, conn, true);
+        let mut exchanged = Exchanged::new(*head, conn);
         if !closing {
             exchanged.upload = Some(Box::new(Upload {
                 body: std::mem::replace(body, RequestBody::empty()),
@@ -144,31 +144,24 @@ pub(crate) async fn send(
         }
         return Ok(exchanged);
     }
-    let head = if progress.early {
-        // An interim response came while the request went out: the connection carries
-        // no other request, so nothing is kept if this one is given up.
-        poll_fn(|cx| poll_head(&mut conn, cx, method)).await
-    } else {
-        let mut awaiting = AwaitingHead::new(conn, method, pool, in_flight);
-        let head = poll_fn(|cx| awaiting.poll_head(cx)).await;
-        match awaiting.into_conn() {
-            Some(taken) => conn = taken,
-            None => return Err(SendError::Failed(Error::Closed)),
-        }
-        head
-    };
+    let mut awaiting = AwaitingHead::new(conn, method, pool, in_flight);
+    let head = poll_fn(|cx| awaiting.poll_head(cx)).await;
+    match awaiting.into_conn() {
+        Some(taken) => conn = taken,
+        None => return Err(SendError::Failed(Error::Closed)),
+    }
     let head = match head {
         Ok(head) => head,
         Err(error) => return Err(classify(&conn, &progress, parts, error)),
     };
-    Ok(Exchanged::new(head, conn, progress.early))
+    // An interim response that came while the request went out leaves the connection
+    // as clean as none: the whole request went out before the final head.
+    Ok(Exchanged::new(head, conn))
 }
 
 impl Exchanged {
-    /// After a `101` the connection is the tunnel's: no body, not reused. An origin that
-    /// answered `early` (before the whole request was sent) leaves the connection in no
-    /// state to carry another request.
-    pub(super) fn new(head: decode::Head, conn: Box<Connection>, early: bool) -> Self {
+    /// After a `101` the connection is the tunnel's: no body, not reused.
+    pub(super) fn new(head: decode::Head, conn: Box<Connection>) -> Self {
         let switching = head.parts.status == StatusCode::SWITCHING_PROTOCOLS;
         let framing = if switching {
             Framing::Empty
@@ -179,7 +172,7 @@ impl Exchanged {
             head: head.parts,
             conn,
             decoder: Decoder::new(framing),
-            keep_alive: head.keep_alive && !early && !switching,
+            keep_alive: head.keep_alive && !switching,
             upload: None,
         }
     }

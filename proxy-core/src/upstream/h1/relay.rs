@@ -135,7 +135,7 @@ pub(crate) fn is_stale(conn: &Connection, sending: &Sending, method: &Method) ->
 /// The head [`poll_exchange`] left as [`Answer::Generic`], read by the full rules.
 pub(crate) fn generic_head(mut conn: Box<Connection>, method: &Method) -> Result<Exchanged, Error> {
     let head = decode::parse_head(&mut conn.read_buf, method)?.ok_or(Error::Closed)?;
-    Ok(Exchanged::new(head, conn, false))
+    Ok(Exchanged::new(head, conn))
 }
 
 /// The body of a relayed response, read off `conn` as [`ResponseStream`] reads any.

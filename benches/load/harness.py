@@ -16,13 +16,18 @@ samples, before and after:
 
 - the proxy's CPU time: utime + stime of /proc/<pid>/stat for the proxy and all its
   descendants (nginx's worker; /proc/<pid>/stat already sums a process's threads);
+- the proxy's voluntary context switches (/proc/<pid>/task/*/status, every thread of it
+  and its descendants): how often it went to sleep with nothing to do. A worker that
+  drains its events faster sleeps more often, and each wake-up costs the CPU that wakes
+  it (here the load client's), which is why req/s can favour a proxy that spends more
+  CPU per request;
 - the origin's stub_status `accepts` counter (a status server of its own, so no access
   log is needed): new upstream connections opened during the run, counted from 1 s into
   the run (a quarter of it if shorter) so that connections re-opened after the warm-up's
   abrupt end are left out.
 
 Reported per (scenario, proxy): medians over the runs of req/s, p50/p99/p99.9 latency and
-proxy CPU µs per request; peak RSS (VmHWM summed over the proxy's processes at the end of
+proxy CPU µs per request and sleeps per request; peak RSS (VmHWM summed over the proxy's processes at the end of
 a run, the largest over the rounds);
 the largest number of new upstream connections in one measured run; errors summed over the
 measured runs (wrk: non-2xx/3xx >= 400 statuses + socket errors; h2load: failed, errored,
@@ -209,6 +214,25 @@ def cpu_seconds(root: int) -> float:
             continue
         ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
     return ticks / CLK_TCK
+
+
+def sleeps(root: int) -> int:
+    """Voluntary context switches of every thread of `root` and its descendants."""
+    total = 0
+    for pid in descendants(root):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+            except OSError:
+                continue
+    return total
 
 
 def peak_rss_kib(root: int) -> int:
@@ -476,6 +500,7 @@ def measure_round(result: Result, scenario: Scenario, origin: Origin, args, work
         log(f"{scenario.name} / {name}: round {round_no}/{args.runs}: warm-up {args.warmup}s")
         run_load(scenario, port, args.warmup, args, workdir)
         cpu0 = cpu_seconds(running.proc.pid) if running.proc else None
+        sleeps0 = sleeps(running.proc.pid) if running.proc else None
         origin_cpu0 = cpu_seconds(origin.proc.pid)
         acc0 = origin.accepts()
         # The load runs in a thread so that the accepts counter can also be sampled once
@@ -492,6 +517,7 @@ def measure_round(result: Result, scenario: Scenario, origin: Origin, args, work
         worker.join()
         acc1 = origin.accepts()
         cpu1 = cpu_seconds(running.proc.pid) if running.proc else None
+        sleeps1 = sleeps(running.proc.pid) if running.proc else None
         origin_cpu1 = cpu_seconds(origin.proc.pid)
         r = box["r"]
         if isinstance(r, BaseException):
@@ -502,6 +528,7 @@ def measure_round(result: Result, scenario: Scenario, origin: Origin, args, work
         n = max(1, r["requests"])
         r["proxy_cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / n if cpu0 is not None else None
         r["origin_cpu_us_per_req"] = (origin_cpu1 - origin_cpu0) * 1e6 / n
+        r["proxy_sleeps_per_req"] = (sleeps1 - sleeps0) / n if sleeps0 is not None else None
         result.runs.append(r)
         log(f"{scenario.name} / {name}: round {round_no}/{args.runs}: {r['rps']:.0f} req/s, "
             f"p99 {r['p99_us']:.0f} µs, cpu/req "
@@ -548,8 +575,8 @@ def fmt_us(v: float | None) -> str:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| scenario | proxy | req/s | % of direct | p50 | p99 | p99.9 | proxy CPU/req | peak RSS | new upstream conns | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | proxy | req/s | % of direct | p50 | p99 | p99.9 | proxy CPU/req | sleeps/req | peak RSS | new upstream conns | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_scenario: dict[str, list[Result]] = {}
     for r in results:
@@ -560,15 +587,17 @@ def table(results: list[Result]) -> str:
         for r in rows:
             label = LABELS[r.proxy]
             if r.status != "ok" or not r.runs:
-                lines.append(f"| {scen.name} | {label} | {r.status} | | | | | | | | |")
+                lines.append(f"| {scen.name} | {label} | {r.status} | | | | | | | | | |")
                 continue
             rps = r.median("rps")
             share = f"{100 * rps / direct:.0f} %" if direct and r.proxy != "direct" else ""
             cpu = r.median("proxy_cpu_us_per_req")
+            slept = r.median("proxy_sleeps_per_req")
             lines.append(
                 f"| {scen.name} | {label} | {rps:,.0f} | {share} | {fmt_us(r.median('p50_us'))} | "
                 f"{fmt_us(r.median('p99_us'))} | {fmt_us(r.median('p999_us'))} | "
                 f"{'–' if cpu is None else f'{cpu:.1f} µs'} | "
+                f"{'–' if slept is None else f'{slept:.3f}'} | "
                 f"{'–' if r.peak_rss_kib is None else f'{r.peak_rss_kib / 1024:.1f} MiB'} | "
                 f"{'–' if r.proxy == 'direct' else r.new_conns()} | {r.errors()} |")
     return "\n".join(lines)
@@ -644,7 +673,10 @@ def report(results: list[Result], args, started: datetime.datetime, load_before:
         "medians over the rounds shown",
         "- columns: latency percentiles are wrk's (p99.9 from its Lua `done()` hook) or computed from "
         "h2load's per-request log; *proxy CPU/req* is utime+stime of all the proxy's processes and "
-        "threads over the run divided by the requests; *peak RSS* is VmHWM summed over its processes; "
+        "threads over the run divided by the requests; *sleeps/req* is their voluntary context "
+        "switches over the run divided by the requests (how often the proxy ran out of work: each "
+        "wake-up costs CPU 0, the load client's, so at equal CPU/req the proxy that sleeps less "
+        "serves more req/s); *peak RSS* is VmHWM summed over its processes; "
         "*new upstream conns* is the origin's stub_status `accepts` delta in the worst measured run, "
         f"counted from {min(1.0, args.duration / 4):g} s into the run (the warm-up's end aborts the requests in flight, and "
         "the proxies re-open those connections at once): 0 = every request reused a pooled "

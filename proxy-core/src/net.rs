@@ -191,6 +191,12 @@ impl<G: Unpin> AsyncRead for Rewound<G> {
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix.split_to(n));
+            if this.prefix.is_empty() {
+                // Emptied, it would still hold its whole block (a read buffer, 8 KiB or
+                // more) for as long as the connection lives: every HTTP/2 connection
+                // and both sides of every tunnel.
+                this.prefix = bytes::BytesMut::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.stream).poll_read(cx, buf)
@@ -224,5 +230,33 @@ impl<G: Unpin> AsyncWrite for Rewound<G> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_rewound_stream_frees_its_prefix_block_once_it_is_read() {
+        let (ours, _peer) = tokio::net::UnixStream::pair().unwrap();
+        let mut prefix = bytes::BytesMut::with_capacity(8192);
+        prefix.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let mut rewound = Rewound::new(prefix, Stream::Unix(ours));
+        let mut read = [0u8; 10];
+        rewound.read_exact(&mut read).await.unwrap();
+        assert!(
+            rewound.prefix.capacity() > 0,
+            "a prefix partly read is kept"
+        );
+        let mut rest = [0u8; 14];
+        rewound.read_exact(&mut rest).await.unwrap();
+        assert_eq!(
+            [&read[..], &rest[..]].concat(),
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        );
+        assert_eq!(rewound.prefix.capacity(), 0, "the emptied block is kept");
     }
 }

@@ -8,6 +8,9 @@ from socketserver import ThreadingMixIn
 
 class _Ok(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Head and body in one write: unbuffered, the body waited for the head's ACK (Nagle),
+    # which a proxy reading a whole response before answering delays by ≈ 40 ms.
+    wbufsize = 4096
 
     def do_GET(self):
         self.send_response(200)

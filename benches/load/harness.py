@@ -216,6 +216,18 @@ def cpu_seconds(root: int) -> float:
     return ticks / CLK_TCK
 
 
+def status_field(path: str, key: str) -> int:
+    """A numeric field of a /proc status file; 0 if the task is gone."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def sleeps(root: int) -> int:
     """Voluntary context switches of every thread of `root` and its descendants."""
     total = 0
@@ -224,28 +236,13 @@ def sleeps(root: int) -> int:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/status") as f:
-                    for line in f:
-                        if line.startswith("voluntary_ctxt_switches:"):
-                            total += int(line.split()[1])
-            except OSError:
-                continue
+        total += sum(status_field(f"/proc/{pid}/task/{tid}/status", "voluntary_ctxt_switches")
+                     for tid in tids)
     return total
 
 
 def peak_rss_kib(root: int) -> int:
-    total = 0
-    for pid in descendants(root):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
+    return sum(status_field(f"/proc/{pid}/status", "VmHWM") for pid in descendants(root))
 
 
 # ------------------------------------------------------------------------------- origin

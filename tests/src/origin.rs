@@ -102,8 +102,9 @@ impl Origin {
     }
 
     /// Reads each request head and answers `200` with `body` at once, reading nothing
-    /// past the head: a request body left unsent upstream is the only way the next
-    /// head reported can start with anything but a method.
+    /// past the head: body bytes that reach it on the same connection are read as the
+    /// start of the next head, so a reported head that does not start with a method
+    /// shows a connection reused behind part of a request.
     pub fn answer_at_once(body: &[u8]) -> Self {
         Self::start(Behaviour::AnswerAtOnce {
             response: ok_response(body),

@@ -86,10 +86,11 @@ SCENARIOS = [
     Scenario("uds-16k", "UDS upstream, 16 KiB, HTTP/1.1 (wrk)", "uds", "/large", 16384, "wrk"),
     Scenario("h2c-uds-12b", "UDS upstream, 12 B, h2c downstream (h2load)", "uds", "/small", 12, "h2load"),
 ]
-PROXIES = ["direct", "ours", "envoy", "nginx", "haproxy", "pingora"]
+PROXIES = ["direct", "ours", "ours-pgo", "envoy", "nginx", "haproxy", "pingora"]
 LABELS = {
     "direct": "direct (no proxy)",
     "ours": "**ours** (bench-proxy)",
+    "ours-pgo": "**ours, PGO** (bench-proxy)",
     "envoy": "Envoy",
     "nginx": "nginx",
     "haproxy": "HAProxy",
@@ -322,8 +323,9 @@ def start_proxy(name: str, scenario: Scenario, origin: Origin, args, workdir: st
     if name == "direct":
         # wrk cannot connect to a Unix socket: the ceiling is the origin over TCP loopback.
         return Running(None, origin.port, origin.h2c_port)
-    if name == "ours":
-        proc = Proc(name, pin + [args.bin_ours, "--concurrency", "1", "--log-level", "warn",
+    if name in ("ours", "ours-pgo"):
+        binary = args.bin_ours if name == "ours" else args.bin_ours_pgo
+        proc = Proc(name, pin + [binary, "--concurrency", "1", "--log-level", "warn",
                                  "--drain-timeout", "1s"], pdir,
                     env={"BENCH_ADDR": f"127.0.0.1:{port}", "BENCH_UPSTREAM": upstream})
         running = Running(proc, port, port)
@@ -550,11 +552,35 @@ def measure(scenario: Scenario, proxies: list[str], origin: Origin, args, workdi
     a slow spell of the shared machine falls on all of them rather than on whichever
     proxy's runs it coincided with; the median over rounds is reported."""
     results = [Result(scenario.name, name) for name in proxies]
+    for result in results:
+        if result.proxy == "ours-pgo" and not args.bin_ours_pgo:
+            result.status = "n/a: not built (--no-pgo)"
+        elif result.proxy == "ours-pgo" and not os.access(args.bin_ours_pgo, os.X_OK):
+            result.status = "failed: not built (benches/load/pgo-build.sh)"
     for round_no in range(1, args.runs + 1):
         for result in results:
             if result.status == "ok":
                 measure_round(result, scenario, origin, args, workdir, user, round_no)
     return results
+
+
+def train(scenarios: list[Scenario], origin: Origin, args, workdir: str, user: str) -> int:
+    """Runs each scenario's load through an instrumented build of ours, which writes its
+    profile when it exits; a proxy that does not exit cleanly wrote none, so that fails."""
+    for scenario in scenarios:
+        running = start_proxy("ours", scenario, origin, args, workdir, user)
+        port = running.port
+        try:
+            log(f"{scenario.name}: training load {args.duration:g}s")
+            r = run_load(scenario, port, args.duration, args, workdir)
+            log(f"{scenario.name}: {r['requests']} requests, errors {sum(r['errors'].values())}")
+        finally:
+            running.proc.stop()
+        code = running.proc.popen.returncode
+        if code != 0:
+            log(f"{scenario.name}: the instrumented proxy exited with {code}; its profile is incomplete")
+            return 1
+    return 0
 
 
 # ------------------------------------------------------------------------------ reports
@@ -680,6 +706,9 @@ def report(results: list[Result], args, started: datetime.datetime, load_before:
         "connection, churn would show as thousands; *errors* are summed over the measured runs",
         "- `direct` is the load client straight to the origin over TCP loopback (wrk cannot use a Unix "
         "socket; h2c goes to the origin's `http2` port), the ceiling for the row group",
+        "- *ours, PGO* is the same bench-proxy and `dist` profile built with profile-guided "
+        "optimisation (`benches/load/pgo-build.sh`): trained on these four scenarios' loads, so it "
+        "shows what PGO gives a proxy trained on its own traffic",
         "",
         table(results),
     ])
@@ -714,6 +743,11 @@ def main() -> int:
     ap.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS),
                     help=f"comma-separated subset of {','.join(s.name for s in SCENARIOS)}")
     ap.add_argument("--bin-ours", default=os.path.join(ROOT, "target", "release", "bench-proxy"))
+    ap.add_argument("--bin-ours-pgo", default=os.path.join(ROOT, "target", "pgo", "bench-proxy"),
+                    help="bench-proxy built with profile-guided optimisation (benches/load/pgo-build.sh)")
+    ap.add_argument("--train", action="store_true",
+                    help="PGO training: run every scenario's load through --bin-ours (an instrumented "
+                         "build) for --duration seconds, stop it so it writes its profile, and exit")
     ap.add_argument("--bin-pingora", default=os.path.join(ROOT, "benches", "pingora-proxy", "target",
                                                           "release", "pingora-bench-proxy"))
     ap.add_argument("--envoy", default=shutil.which("envoy") or "envoy", help="path of the real Envoy binary")
@@ -755,6 +789,8 @@ def main() -> int:
     try:
         origin = Origin(workdir, user)
         log(f"origin nginx up (pid {origin.proc.pid}); workdir {workdir}")
+        if args.train:
+            return train(scenarios, origin, args, workdir, user)
         for scenario in scenarios:
             results.extend(measure(scenario, proxies, origin, args, workdir, user))
     except KeyboardInterrupt:

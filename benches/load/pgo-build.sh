@@ -34,6 +34,8 @@ while [ $# -gt 0 ]; do
 done
 
 say() { printf '[pgo] %s\n' "$*" >&2; }
+# shellcheck source=apt.sh
+source "$HERE/apt.sh"
 
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
 find_profdata() {
@@ -50,9 +52,7 @@ find_profdata() {
 PROFDATA="$(find_profdata || true)"
 if [ -z "$PROFDATA" ] && [ "$INSTALL" = 1 ]; then
     say "installing llvm-19 for llvm-profdata"
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get install -y llvm-19 || { $SUDO apt-get update && $SUDO apt-get install -y llvm-19; }
+    apt_install llvm-19
     PROFDATA="$(find_profdata || true)"
 fi
 if [ -z "$PROFDATA" ]; then

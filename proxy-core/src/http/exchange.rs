@@ -1,5 +1,6 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,6 @@ use super::{IncomingBody, LocalReply, RequestBody, ResponseBody};
 use super::{grpc, mirror};
 use crate::cluster::{Cluster, Endpoint, RetryPermit, Selection, UpstreamError};
 use crate::filter::{Flow, HttpFilter, RequestInfo};
-use crate::future::InlineOrBoxed;
 use crate::listener::HttpOptions;
 use crate::route::{
     DirectResponse, Mirror, Redirect, RetryPolicy, Route, RouteAction, RoutePolicy, request_host,
@@ -113,12 +113,26 @@ pub fn exchange<C: HttpFilter>(
         // Taken before the hop-by-hop rules remove `Upgrade` and `Connection`.
         let upgrade = Upgrade::requested(&mut parts);
         sanitize_request(&mut parts, downstream);
-        let mut outcome = match chain
-            .on_request_headers(&mut state, &mut parts, &info)
-            .await
-        {
-            Flow::Respond(response) => Outcome::refusal(response),
-            Flow::Continue => act(chain, route.action, parts, body, downstream, upgrade).await,
+        // The blocks end what is only decided before the exchange is awaited: a value
+        // matched on (the filter's `Flow`, the `Action`) lives to the end of its scope,
+        // and would be kept beside the exchange in the request's future.
+        let mut outcome = 'outcome: {
+            let forwarding = {
+                let action = match chain
+                    .on_request_headers(&mut state, &mut parts, &info)
+                    .await
+                {
+                    Flow::Respond(response) => Action::Done(Outcome::refusal(response)),
+                    Flow::Continue => act(chain, route.action, parts, body, downstream, upgrade),
+                };
+                match action {
+                    Action::Forward(forwarding) => forwarding,
+                    Action::Done(outcome) => break 'outcome outcome,
+                    Action::Replay(replayed) => break 'outcome replayed.await,
+                }
+            };
+            // Built inside the `.await`: see `Action`.
+            forwarding.attempts().await
         };
 
         if grpc && outcome.proxy_error {
@@ -229,15 +243,52 @@ pub(crate) fn local_reply(reply: LocalReply, stats: &ListenerStats) -> Response<
     reply.into_response()
 }
 
+/// What [`act`] decided: an answer already, or an exchange with an upstream to run.
+///
+/// The common exchange comes back as what starts it, not as its future: built inside
+/// the caller's `.await`, the future (≈ 1.8 KB) is written where it runs. Returned by
+/// value, it was copied twice on the way, whole, used or not: 3.7 KB of copying in
+/// every request.
+// Lives on the stack between `act` and the `.await` (see `exchange`), never in a
+// request's future: boxing the large variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Action<'d, Replay> {
+    Done(Outcome),
+    Forward(Forwarding<'d>),
+    Replay(Pin<Box<Replay>>),
+}
+
+/// The arguments of [`Upstream::attempts`] for a request sent once.
+struct Forwarding<'d> {
+    upstream: Upstream<'d>,
+    selection: Selection<'static>,
+    request: Request<RequestBody>,
+    body_outcome: Option<oneshot::Receiver<BodyOutcome>>,
+    upgrade: Option<Upgrade>,
+}
+
+impl<'d> Forwarding<'d> {
+    fn attempts(self) -> impl Future<Output = Outcome> + use<'d> {
+        let Self {
+            upstream,
+            selection,
+            request,
+            body_outcome,
+            upgrade,
+        } = self;
+        upstream.attempts(selection, request, body_outcome, None, None, upgrade)
+    }
+}
+
 /// Carries out the route's action.
-fn act<C: HttpFilter>(
+fn act<'d, C: HttpFilter>(
     chain: &'static C,
     action: RouteAction<'static>,
     parts: Parts,
     body: IncomingBody,
-    downstream: &Downstream,
+    downstream: &'d Downstream,
     upgrade: Option<Upgrade>,
-) -> InlineOrBoxed<Outcome, impl Future<Output = Outcome>, impl Future<Output = Outcome>> {
+) -> Action<'d, impl Future<Output = Outcome>> {
     // An upgrade goes only where a route allows it (Envoy's per-route `upgrade_configs`);
     // anywhere else it is refused rather than silently served as a plain request.
     if let Some(requested) = &upgrade {
@@ -256,7 +307,7 @@ fn act<C: HttpFilter>(
         };
         if !allowed {
             downstream.stats.downstream_rq_ws_on_non_ws_route.inc();
-            return InlineOrBoxed::done(Outcome::refusal(plain_text(
+            return Action::Done(Outcome::refusal(plain_text(
                 StatusCode::FORBIDDEN,
                 "upgrade not allowed on this route\n",
             )));
@@ -281,20 +332,18 @@ fn act<C: HttpFilter>(
                     chain, cluster, policy, mirrors, parts, body, downstream, upgrade,
                 )
             }
-            None => InlineOrBoxed::done(Outcome::reply(
+            None => Action::Done(Outcome::reply(
                 LocalReply::NoHealthyUpstream,
                 &downstream.stats,
             )),
         },
-        RouteAction::Direct(direct) => {
-            InlineOrBoxed::done(Outcome::local(direct_response(direct), ""))
-        }
-        RouteAction::Redirect(redirect) => InlineOrBoxed::done(Outcome::local(
+        RouteAction::Direct(direct) => Action::Done(Outcome::local(direct_response(direct), "")),
+        RouteAction::Redirect(redirect) => Action::Done(Outcome::local(
             redirect_response(redirect, &parts, downstream),
             "",
         )),
         RouteAction::NoRoute => {
-            InlineOrBoxed::done(Outcome::reply(LocalReply::NoRoute, &downstream.stats))
+            Action::Done(Outcome::reply(LocalReply::NoRoute, &downstream.stats))
         }
     }
 }
@@ -303,19 +352,19 @@ fn act<C: HttpFilter>(
 /// policy, plus fire-and-forget copies to `mirrors`. See [`super::retry`] and
 /// [`super::mirror`] for the semantics.
 #[allow(clippy::too_many_arguments)] // called only from `act`; a struct would only rename them
-fn forward<C: HttpFilter>(
+fn forward<'d, C: HttpFilter>(
     chain: &'static C,
     cluster: &'static Cluster,
     policy: &'static RoutePolicy,
     mirrors: &'static [Mirror],
     mut parts: Parts,
     body: IncomingBody,
-    downstream: &Downstream,
+    downstream: &'d Downstream,
     upgrade: Option<Upgrade>,
-) -> InlineOrBoxed<Outcome, impl Future<Output = Outcome>, impl Future<Output = Outcome>> {
+) -> Action<'d, impl Future<Output = Outcome>> {
     // Chosen on the request as received (before the upstream form).
     let Some(selection) = cluster.select(&parts, downstream.client_ip, &[]) else {
-        return InlineOrBoxed::done(Outcome::reply(
+        return Action::Done(Outcome::reply(
             LocalReply::NoHealthyUpstream,
             &downstream.stats,
         ));
@@ -356,15 +405,13 @@ fn forward<C: HttpFilter>(
     };
     if retry.is_none() && mirrored.is_empty() {
         // The common path: sent once, the body streamed, nothing kept.
-        let request = Request::from_parts(parts, body);
-        return InlineOrBoxed::inline(upstream.attempts(
+        return Action::Forward(Forwarding {
+            upstream,
             selection,
-            request,
+            request: Request::from_parts(parts, body),
             body_outcome,
-            None,
-            None,
             upgrade,
-        ));
+        });
     }
     // Boxed: inline, the body buffer's future and the replay kept beside a second
     // `attempts` would make every request's future ≈ 600 bytes larger (each HTTP/2
@@ -378,7 +425,7 @@ fn forward<C: HttpFilter>(
         mirrored,
         upgrade,
     };
-    InlineOrBoxed::boxed(upstream.replayed(replayed))
+    Action::Replay(Box::pin(upstream.replayed(replayed)))
 }
 
 /// A request [`forward`] may send more than once: to retry it or to mirror it.

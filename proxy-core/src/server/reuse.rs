@@ -51,10 +51,38 @@ pub(super) struct Handler {
     pipeline: usize,
 }
 
+/// What passes between a handler's owner and its future. One at a time, so one value
+/// and not a field for each: the slot's memory is a request's too.
 #[derive(Default)]
-struct Slot {
-    request: Option<(Request<IncomingBody>, Arc<Downstream>)>,
-    response: Option<Response<ResponseBody>>,
+enum Slot {
+    #[default]
+    Empty,
+    Request(Request<IncomingBody>, Arc<Downstream>),
+    Response(Response<ResponseBody>),
+}
+
+impl Slot {
+    // Each looks before it takes: taking moves the whole slot, and a handler is polled
+    // for its response many times while the slot is empty.
+    fn take_request(&mut self) -> Option<(Request<IncomingBody>, Arc<Downstream>)> {
+        if !matches!(self, Slot::Request(..)) {
+            return None;
+        }
+        match std::mem::take(self) {
+            Slot::Request(request, downstream) => Some((request, downstream)),
+            _ => None,
+        }
+    }
+
+    fn take_response(&mut self) -> Option<Response<ResponseBody>> {
+        if !matches!(self, Slot::Response(_)) {
+            return None;
+        }
+        match std::mem::take(self) {
+            Slot::Response(response) => Some(response),
+            _ => None,
+        }
+    }
 }
 
 fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
@@ -86,7 +114,7 @@ impl Handler {
             .ok()
             .flatten();
         let handler = free.unwrap_or_else(|| Self::new(pipeline));
-        lock(&handler.slot).request = Some((request, downstream));
+        *lock(&handler.slot) = Slot::Request(request, downstream);
         handler
     }
 
@@ -95,7 +123,7 @@ impl Handler {
         let jobs = Arc::clone(&slot);
         let future = Box::pin(async move {
             loop {
-                let (request, downstream) = poll_fn(|_| match lock(&jobs).request.take() {
+                let (request, downstream) = poll_fn(|_| match lock(&jobs).take_request() {
                     Some(job) => Poll::Ready(job),
                     // Only after a response, before the next `start`: nobody polls
                     // a handler then, so there is no waker to keep.
@@ -104,7 +132,7 @@ impl Handler {
                 .await;
                 let response = pipeline.handle(request, &downstream).await;
                 drop(downstream);
-                lock(&jobs).response = Some(response);
+                *lock(&jobs) = Slot::Response(response);
             }
         });
         Self {
@@ -119,7 +147,7 @@ impl Handler {
         if let Poll::Ready(never) = self.future.as_mut().poll(cx) {
             match never {}
         }
-        match lock(&self.slot).response.take() {
+        match lock(&self.slot).take_response() {
             Some(response) => Poll::Ready(response),
             None => Poll::Pending,
         }

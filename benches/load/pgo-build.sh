@@ -12,7 +12,7 @@
 # The same four steps apply to any app of the workspace (see docs/benchmarks.md); only
 # the training load is the bench's own.
 #
-#   benches/load/pgo-build.sh [--no-install] [--duration S]
+#   benches/load/pgo-build.sh [--no-install] [--duration S] [--help]
 #
 # llvm-profdata must read the raw profiles of rustc's own LLVM. The rustup component
 # llvm-tools carries the matching one; without it, Debian's newest llvm-N is used (llvm-19
@@ -30,7 +30,8 @@ while [ $# -gt 0 ]; do
         --duration)
             if [ $# -lt 2 ]; then echo "--duration needs a number of seconds" >&2; exit 2; fi
             DURATION="$2"; shift ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option $1 (--help lists them)" >&2; exit 2 ;;
     esac
     shift
 done

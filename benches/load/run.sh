@@ -12,6 +12,7 @@
 #   --no-install   do not apt-get / pip install anything
 #   --no-build     use the binaries already built
 #   --no-pgo       neither build nor measure the PGO build (its row says so)
+#   -h, --help     this text and harness.py's options
 # every other option goes to harness.py (see `python3 benches/load/harness.py --help`).
 set -euo pipefail
 
@@ -26,6 +27,12 @@ for arg in "$@"; do
         --no-install) INSTALL=0 ;;
         --no-build) BUILD=0 ;;
         --no-pgo) PGO=0 ;;
+        -h | --help)
+            # The header above, then harness.py's own options; nothing is installed or built.
+            sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+            echo
+            exec python3 "$HERE/harness.py" --help
+            ;;
         *) ARGS+=("$arg") ;;
     esac
 done

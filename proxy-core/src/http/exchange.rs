@@ -249,8 +249,8 @@ pub(crate) fn local_reply(reply: LocalReply, stats: &ListenerStats) -> Response<
 /// the caller's `.await`, the future (≈ 1.8 KB) is written where it runs. Returned by
 /// value, it was copied twice on the way, whole, used or not: 3.7 KB of copying in
 /// every request.
-// Lives on the stack between `act` and the `.await` (see `exchange`), never in a
-// request's future: boxing the large variant would only add an allocation.
+// Held across an `.await` only while a boxed replay runs, where it shares the space of
+// the inline exchange: boxing the large variant would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Action<'d, Replay> {
     Done(Outcome),

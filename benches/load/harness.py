@@ -528,6 +528,7 @@ def measure_round(result: Result, scenario: Scenario, origin: Origin, args, work
         r["proxy_cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / n if cpu0 is not None else None
         r["origin_cpu_us_per_req"] = (origin_cpu1 - origin_cpu0) * 1e6 / n
         r["proxy_sleeps_per_req"] = (sleeps1 - sleeps0) / n if sleeps0 is not None else None
+        r["round"] = round_no
         result.runs.append(r)
         log(f"{scenario.name} / {name}: round {round_no}/{args.runs}: {r['rps']:.0f} req/s, "
             f"p99 {r['p99_us']:.0f} µs, cpu/req "
@@ -626,6 +627,62 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+# The issue's targets: CPU per request at most this multiple of nginx's in the same run.
+CPU_VS_NGINX_TARGET = {"uds-12b": 0.85, "tcp-12b": 0.85, "uds-16k": 1.0, "h2c-uds-12b": 1.0}
+RSS_TARGET_KIB = 8_000_000 / 1024  # 8 MB under the load
+PEER_PROXIES = ["envoy", "nginx", "haproxy", "pingora"]
+
+
+def per_round(result: Result, key: str) -> dict[int, float]:
+    # Runs of older JSON reports carry no round number; they were appended round by round.
+    return {r.get("round", i + 1): r[key] for i, r in enumerate(result.runs) if r.get(key) is not None}
+
+
+def targets(results: list[Result]) -> str:
+    """Each of our builds against the issue's targets, from the same runs as the table:
+    medians, and for CPU per request also round by round (a round runs every proxy once,
+    in turn, so its ratios compare runs minutes apart rather than a whole run apart)."""
+    mark = {True: "✓", False: "✗"}
+    lines = [
+        "| scenario | build | CPU/req vs nginx (target) | per round | CPU/req vs the lowest peer's | "
+        "req/s vs the most of a peer | p99 vs the lowest of a peer | peak RSS (≤ 8 MB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scen in SCENARIOS:
+        rows = {r.proxy: r for r in results if r.scenario == scen.name and r.status == "ok" and r.runs}
+        peers = [rows[p] for p in PEER_PROXIES if p in rows and rows[p].median("proxy_cpu_us_per_req")]
+        nginx = rows.get("nginx")
+        for ours in ("ours", "ours-pgo"):
+            mine = rows.get(ours)
+            if mine is None or not peers:
+                continue
+            cpu = mine.median("proxy_cpu_us_per_req")
+            cells = [scen.name, {"ours": "ours", "ours-pgo": "ours, PGO"}[ours]]
+            if nginx is not None and nginx.median("proxy_cpu_us_per_req"):
+                target = CPU_VS_NGINX_TARGET[scen.name]
+                ratio = cpu / nginx.median("proxy_cpu_us_per_req")
+                mine_r, theirs = per_round(mine, "proxy_cpu_us_per_req"), per_round(nginx, "proxy_cpu_us_per_req")
+                rounds = [mine_r[i] / theirs[i] for i in sorted(mine_r) if i in theirs]
+                met = sum(r <= target for r in rounds)
+                cells += [f"{ratio:.2f}× (≤ {target:.2f}×) {mark[ratio <= target]}",
+                          f"{', '.join(f'{r:.2f}' for r in rounds)} ({met}/{len(rounds)} met)"]
+            else:
+                cells += ["–", "–"]
+            lowest = min(peers, key=lambda r: r.median("proxy_cpu_us_per_req"))
+            ratio = cpu / lowest.median("proxy_cpu_us_per_req")
+            cells.append(f"{ratio:.2f}× {LABELS[lowest.proxy]} {mark[ratio <= 1.0]}")
+            most = max(peers, key=lambda r: r.median("rps"))
+            ratio = mine.median("rps") / most.median("rps")
+            cells.append(f"{ratio:.2f}× {LABELS[most.proxy]} {mark[ratio >= 1.0]}")
+            quickest = min(peers, key=lambda r: r.median("p99_us"))
+            ratio = mine.median("p99_us") / quickest.median("p99_us")
+            cells.append(f"{ratio:.2f}× {LABELS[quickest.proxy]} {mark[ratio <= 1.0]}")
+            rss = mine.peak_rss_kib
+            cells.append("–" if rss is None else f"{rss / 1024:.1f} MiB {mark[rss <= RSS_TARGET_KIB]}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def cmd_version(argv: list[str], pattern: str = r".+") -> str:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
@@ -711,6 +768,12 @@ def report(results: list[Result], args, started: datetime.datetime, load_before:
         "shows what PGO gives a proxy trained on its own traffic",
         "",
         table(results),
+        "",
+        "Against the targets (listed above the table), computed by the harness from the table's "
+        "runs: ratios of our medians to nginx's and to the best peer's (✓ met, ✗ not), and CPU "
+        "per request against nginx's round by round.",
+        "",
+        targets(results),
     ])
 
 

@@ -634,8 +634,7 @@ PEER_PROXIES = ["envoy", "nginx", "haproxy", "pingora"]
 
 
 def per_round(result: Result, key: str) -> dict[int, float]:
-    # Runs of older JSON reports carry no round number; they were appended round by round.
-    return {r.get("round", i + 1): r[key] for i, r in enumerate(result.runs) if r.get(key) is not None}
+    return {r["round"]: r[key] for r in result.runs if r.get(key) is not None}
 
 
 def targets(results: list[Result]) -> str:
@@ -643,6 +642,15 @@ def targets(results: list[Result]) -> str:
     medians, and for CPU per request also round by round (a round runs every proxy once,
     in turn, so its ratios compare runs minutes apart rather than a whole run apart)."""
     mark = {True: "✓", False: "✗"}
+
+    def against_best(mine: Result, peers: list[Result], key: str, higher_is_better: bool) -> str:
+        """Our median of `key` over the best peer's, named, marked met when not worse."""
+        pick = max if higher_is_better else min
+        best = pick(peers, key=lambda r: r.median(key))
+        ratio = mine.median(key) / best.median(key)
+        met = ratio >= 1.0 if higher_is_better else ratio <= 1.0
+        return f"{ratio:.2f}× {LABELS[best.proxy]} {mark[met]}"
+
     lines = [
         "| scenario | build | CPU/req vs nginx (target) | per round | CPU/req vs the lowest peer's | "
         "req/s vs the most of a peer | p99 vs the lowest of a peer | peak RSS (≤ 8 MB) |",
@@ -652,12 +660,12 @@ def targets(results: list[Result]) -> str:
         rows = {r.proxy: r for r in results if r.scenario == scen.name and r.status == "ok" and r.runs}
         peers = [rows[p] for p in PEER_PROXIES if p in rows and rows[p].median("proxy_cpu_us_per_req")]
         nginx = rows.get("nginx")
-        for ours in ("ours", "ours-pgo"):
+        for ours, build in (("ours", "ours"), ("ours-pgo", "ours, PGO")):
             mine = rows.get(ours)
             if mine is None or not peers:
                 continue
             cpu = mine.median("proxy_cpu_us_per_req")
-            cells = [scen.name, {"ours": "ours", "ours-pgo": "ours, PGO"}[ours]]
+            cells = [scen.name, build]
             if nginx is not None and nginx.median("proxy_cpu_us_per_req"):
                 target = CPU_VS_NGINX_TARGET[scen.name]
                 ratio = cpu / nginx.median("proxy_cpu_us_per_req")
@@ -668,15 +676,9 @@ def targets(results: list[Result]) -> str:
                           f"{', '.join(f'{r:.2f}' for r in rounds)} ({met}/{len(rounds)} met)"]
             else:
                 cells += ["–", "–"]
-            lowest = min(peers, key=lambda r: r.median("proxy_cpu_us_per_req"))
-            ratio = cpu / lowest.median("proxy_cpu_us_per_req")
-            cells.append(f"{ratio:.2f}× {LABELS[lowest.proxy]} {mark[ratio <= 1.0]}")
-            most = max(peers, key=lambda r: r.median("rps"))
-            ratio = mine.median("rps") / most.median("rps")
-            cells.append(f"{ratio:.2f}× {LABELS[most.proxy]} {mark[ratio >= 1.0]}")
-            quickest = min(peers, key=lambda r: r.median("p99_us"))
-            ratio = mine.median("p99_us") / quickest.median("p99_us")
-            cells.append(f"{ratio:.2f}× {LABELS[quickest.proxy]} {mark[ratio <= 1.0]}")
+            cells += [against_best(mine, peers, "proxy_cpu_us_per_req", higher_is_better=False),
+                      against_best(mine, peers, "rps", higher_is_better=True),
+                      against_best(mine, peers, "p99_us", higher_is_better=False)]
             rss = mine.peak_rss_kib
             cells.append("–" if rss is None else f"{rss / 1024:.1f} MiB {mark[rss <= RSS_TARGET_KIB]}")
             lines.append("| " + " | ".join(cells) + " |")

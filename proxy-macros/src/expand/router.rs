@@ -132,8 +132,9 @@ pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Route
 }
 
 /// The listener's whole request path: route, then the chosen chain's copy of
-/// `exchange`. One arm per distinct chain, so every chain is monomorphized. A route
-/// without filters may also be relayed raw (`relay`): a route with filters never is.
+/// `exchange`. One arm per distinct chain, so every chain is monomorphized; without
+/// filters, the one chain's exchange is returned as it is. A route without filters may
+/// also be relayed raw (`relay`): a route with filters never is.
 fn pipeline(ty: &Ident, chains: &Chains<'_>) -> TokenStream {
     let request = local("__request");
     let downstream = local("__downstream");
@@ -157,9 +158,26 @@ fn pipeline(ty: &Ident, chains: &Chains<'_>) -> TokenStream {
             }
         }
     };
-    quote! {
-        #[automatically_derived]
-        impl #PIPELINE for #ty {
+    // Without filters there is one chain, and `handle` returns its exchange: an `async fn`
+    // keeps the request it was called with (264 bytes, moved into the exchange at once)
+    // beside the exchange for its whole life. With several chains it stays an `async fn`:
+    // returning one of several exchanges by value would mean a sum type built on the
+    // stack (in a debug build, a stack slot per arm and level of it).
+    let handle = if arms.is_empty() {
+        quote! {
+            #[inline]
+            fn handle(
+                &'static self,
+                #request: #REQUEST<#INCOMING>,
+                #downstream: &#DOWNSTREAM,
+            ) -> impl ::core::future::Future<Output = #RESPONSE<#RESPONSE_BODY>>
+                   + ::core::marker::Send {
+                let (#route, #parts, #body) = #ROUTED(self, #request);
+                #EXCHANGE(&(), #downstream, #route, #parts, #body)
+            }
+        }
+    } else {
+        quote! {
             async fn handle(
                 &'static self,
                 #request: #REQUEST<#INCOMING>,
@@ -172,6 +190,12 @@ fn pipeline(ty: &Ident, chains: &Chains<'_>) -> TokenStream {
                     _ => #EXCHANGE(&(), #downstream, #route, #parts, #body).await,
                 }
             }
+        }
+    };
+    quote! {
+        #[automatically_derived]
+        impl #PIPELINE for #ty {
+            #handle
 
             #[inline]
             fn relay(

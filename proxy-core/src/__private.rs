@@ -3,6 +3,7 @@
 //! dependency and internal moves stay invisible to the macro.
 
 pub use ::http;
+pub use ::pin_project_lite::pin_project;
 pub use ::regex::Regex;
 pub use ::std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub use ::std::path::PathBuf;

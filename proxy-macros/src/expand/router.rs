@@ -132,22 +132,29 @@ pub fn expand(topology: &Topology, listener: &Listener, inputs: &Ident) -> Route
 }
 
 /// The listener's whole request path: route, then the chosen chain's copy of
-/// `exchange`. One arm per distinct chain, so every chain is monomorphized; without
-/// filters, the one chain's exchange is returned as it is. A route without filters may
-/// also be relayed raw (`relay`): a route with filters never is.
+/// `exchange`. One arm per distinct chain, so every chain is monomorphized. A route
+/// without filters may also be relayed raw (`relay`): a route with filters never is.
 fn pipeline(ty: &Ident, chains: &Chains<'_>) -> TokenStream {
     let request = local("__request");
     let downstream = local("__downstream");
     let parts = local("__parts");
     let body = local("__body");
     let route = local("__route");
+    let exchange =
+        |chain: TokenStream| quote!(#EXCHANGE(#chain, #downstream, #route, #parts, #body));
+    let future_ty = format_ident!("{}_Exchange", ty);
+    let projection = format_ident!("{}_ExchangeProjection", ty);
     let mut filtered = Vec::new();
-    let arms = chains.arms().map(|(index, field, span)| {
-        filtered.push(index.clone());
+    let mut variants = Vec::new();
+    let mut arms = Vec::new();
+    for (position, (index, field, span)) in chains.arms().enumerate() {
+        let variant = format_ident!("Chain{}", position);
         let chain = quote_spanned!(span=> &self.#field);
-        quote!(#index => #EXCHANGE(#chain, #downstream, #route, #parts, #body).await,)
-    });
-    let arms: Vec<TokenStream> = arms.collect();
+        let future = exchange(chain);
+        arms.push(quote!(#index => #future_ty::#variant { future: #future },));
+        variants.push(variant);
+        filtered.push(index);
+    }
     let relay = if filtered.is_empty() {
         quote!(#RELAY::of(#route))
     } else {
@@ -158,41 +165,76 @@ fn pipeline(ty: &Ident, chains: &Chains<'_>) -> TokenStream {
             }
         }
     };
-    // Without filters there is one chain, and `handle` returns its exchange: an `async fn`
-    // keeps the request it was called with (264 bytes, moved into the exchange at once)
-    // beside the exchange for its whole life. With several chains it stays an `async fn`:
-    // returning one of several exchanges by value would mean a sum type built on the
-    // stack (in a debug build, a stack slot per arm and level of it).
-    let handle = if arms.is_empty() {
-        quote! {
-            #[inline]
-            fn handle(
-                &'static self,
-                #request: #REQUEST<#INCOMING>,
-                #downstream: &#DOWNSTREAM,
-            ) -> impl ::core::future::Future<Output = #RESPONSE<#RESPONSE_BODY>>
-                   + ::core::marker::Send {
-                let (#route, #parts, #body) = #ROUTED(self, #request);
-                #EXCHANGE(&(), #downstream, #route, #parts, #body)
-            }
-        }
+    // `handle` routes and returns the chosen chain's exchange, not an `async fn` awaiting
+    // it: an `async fn` keeps the request it was called with (264 bytes, moved into the
+    // exchange at once) beside the exchange for its whole life. With several chains the
+    // exchange is one variant of an enum made for this listener. One level: nested
+    // two-way enums gave a debug build a stack slot per arm and level, and overflowed a
+    // worker's stack with ≈ 25 chains; one level takes what the `async fn` took.
+    let unfiltered = exchange(quote!(&()));
+    let output_bound = quote!(::core::future::Future<Output = #RESPONSE<#RESPONSE_BODY>>);
+    let bounds = variants
+        .iter()
+        .map(|variant| quote!(#variant: #output_bound));
+    let projections = variants.iter().map(|variant| quote!(#projection::#variant));
+    let (dispatch, handle_body) = if variants.is_empty() {
+        (quote!(), unfiltered)
     } else {
-        quote! {
-            async fn handle(
-                &'static self,
-                #request: #REQUEST<#INCOMING>,
-                #downstream: &#DOWNSTREAM,
-            ) -> #RESPONSE<#RESPONSE_BODY> {
-                let (#route, #parts, #body) = #ROUTED(self, #request);
-                match #route.chain {
-                    #(#arms)*
-                    // The chain with no filters.
-                    _ => #EXCHANGE(&(), #downstream, #route, #parts, #body).await,
+        let dispatch = quote! {
+            ::proxy_core::__private::pin_project! {
+                #[project = #projection]
+                #[doc(hidden)]
+                #[allow(non_camel_case_types)]
+                enum #future_ty<#(#variants,)* Unfiltered> {
+                    #(#variants { #[pin] future: #variants },)*
+                    Unfiltered { #[pin] future: Unfiltered },
                 }
             }
+
+            #[automatically_derived]
+            impl<#(#variants,)* Unfiltered> ::core::future::Future for #future_ty<#(#variants,)* Unfiltered>
+            where
+                #(#bounds,)*
+                Unfiltered: #output_bound,
+            {
+                type Output = #RESPONSE<#RESPONSE_BODY>;
+
+                #[inline]
+                fn poll(
+                    self: ::core::pin::Pin<&mut Self>,
+                    cx: &mut ::core::task::Context<'_>,
+                ) -> ::core::task::Poll<Self::Output> {
+                    match self.project() {
+                        #(#projections { future } => future.poll(cx),)*
+                        #projection::Unfiltered { future } => future.poll(cx),
+                    }
+                }
+            }
+        };
+        let body = quote! {
+            match #route.chain {
+                #(#arms)*
+                // The chain with no filters.
+                _ => #future_ty::Unfiltered { future: #unfiltered },
+            }
+        };
+        (dispatch, body)
+    };
+    let handle = quote! {
+        #[inline]
+        fn handle(
+            &'static self,
+            #request: #REQUEST<#INCOMING>,
+            #downstream: &#DOWNSTREAM,
+        ) -> impl ::core::future::Future<Output = #RESPONSE<#RESPONSE_BODY>>
+               + ::core::marker::Send {
+            let (#route, #parts, #body) = #ROUTED(self, #request);
+            #handle_body
         }
     };
     quote! {
+        #dispatch
+
         #[automatically_derived]
         impl #PIPELINE for #ty {
             #handle

@@ -1,5 +1,8 @@
 // Every kind of filter at every level, overrides and disables, and a tcp listener.
+// The expansion (with its per-listener enum of chain exchanges) needs no `unsafe` of the
+// user's crate.
 #![deny(warnings)]
+#![forbid(unsafe_code)]
 
 mod user {
     use proxy_core::filter::{Flow, HttpFilter, RequestInfo};

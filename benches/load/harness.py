@@ -765,7 +765,9 @@ def report(results: list[Result], args, started: datetime.datetime, load_before:
         "connection, churn would show as thousands; *errors* are summed over the measured runs",
         "- `direct` is the load client straight to the origin over TCP loopback (wrk cannot use a Unix "
         "socket; h2c goes to the origin's `http2` port), the ceiling for the row group",
-        "- *ours, PGO* is the same bench-proxy and `dist` profile built with profile-guided "
+        "- *ours* is `bench-proxy` as shipped: `cargo ship` (the `dist` profile, linked statically "
+        "against glibc)",
+        "- *ours, PGO* is the same bench-proxy, profile and linking built with profile-guided "
         "optimisation (`benches/load/pgo-build.sh`): trained on these four scenarios' loads, so it "
         "shows what PGO gives a proxy trained on its own traffic",
         "",

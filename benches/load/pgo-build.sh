@@ -41,6 +41,10 @@ say() { printf '[pgo] %s\n' "$*" >&2; }
 source "$HERE/apt.sh"
 
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
+# Linked as `cargo ship` links the shipped binary (see .cargo/config.toml), which RUSTFLAGS
+# would otherwise override.
+STATIC=""
+case "$HOST" in *-linux-gnu*) STATIC="-Ctarget-feature=+crt-static" ;; esac
 find_profdata() {
     local sysroot candidate version
     sysroot="$(rustc --print sysroot)"
@@ -71,7 +75,7 @@ INSTRUMENTED="$WORK/generate/$HOST/dist/bench-proxy"
 # `--target` keeps RUSTFLAGS off build scripts and proc macros (the DSL's macro among
 # them), which run at build time and would otherwise write profiles of their own.
 say "instrumented build"
-(cd "$ROOT" && RUSTFLAGS="-Cprofile-generate=$RAW" CARGO_TARGET_DIR="$WORK/generate" \
+(cd "$ROOT" && RUSTFLAGS="-Cprofile-generate=$RAW $STATIC" CARGO_TARGET_DIR="$WORK/generate" \
     cargo build --profile dist -p bench-proxy --target "$HOST")
 
 # cargo rebuilds the instrumented binary only when the code changed; a final binary newer
@@ -94,7 +98,7 @@ mv "$WORK/merged.profdata" "$PROFILE"
 
 say "optimised build"
 rm -rf "$WORK/use"
-(cd "$ROOT" && RUSTFLAGS="-Cprofile-use=$PROFILE" CARGO_TARGET_DIR="$WORK/use" \
+(cd "$ROOT" && RUSTFLAGS="-Cprofile-use=$PROFILE $STATIC" CARGO_TARGET_DIR="$WORK/use" \
     cargo build --profile dist -p bench-proxy --target "$HOST")
 cp "$WORK/use/$HOST/dist/bench-proxy" "$WORK/bench-proxy"
 say "built $WORK/bench-proxy"

@@ -95,8 +95,8 @@ fi
 
 # --- our proxy and the Pingora proxy ----------------------------------------------------
 if [ "$BUILD" = 1 ]; then
-    say "building bench-proxy (dist profile)"
-    (cd "$ROOT" && cargo build --profile dist -p bench-proxy)
+    say "building bench-proxy as shipped (cargo ship: dist profile, static where glibc)"
+    (cd "$ROOT" && cargo ship -p bench-proxy)
     say "building pingora-bench-proxy (release; standalone crate)"
     cargo build --release --manifest-path "$ROOT/benches/pingora-proxy/Cargo.toml"
     if [ "$PGO" = 1 ]; then
@@ -110,7 +110,7 @@ PGO_BIN="$ROOT/target/pgo/bench-proxy"
 if [ "$PGO" = 0 ]; then PGO_BIN=""; fi
 
 exec python3 "$HERE/harness.py" \
-    --bin-ours "$ROOT/target/dist/bench-proxy" \
+    --bin-ours "$ROOT/target/$(rustc -vV | sed -n 's/^host: //p')/dist/bench-proxy" \
     --bin-ours-pgo "$PGO_BIN" \
     --bin-pingora "$ROOT/benches/pingora-proxy/target/release/pingora-bench-proxy" \
     --envoy "$ENVOY" \

@@ -3,7 +3,7 @@
 # CONNECTIONS clients each send one request, read the response and stay connected.
 #
 #   benches/scripts/idle-connections.sh [BINARY]      # default: target/release/edge
-#   CONNECTIONS=10000 benches/scripts/idle-connections.sh target/x86_64-unknown-linux-gnu/dist/edge
+#   CONNECTIONS=10000 benches/scripts/idle-connections.sh "target/$(rustc --print host-tuple)/dist/edge"  # cargo ship -p edge
 #   PROTOCOL=h2c benches/scripts/idle-connections.sh  # HTTP/2 clients (prior knowledge)
 #
 # The binary runs with one worker (`--concurrency 1`) on a free port (EDGE_ADDR), with

@@ -4,8 +4,8 @@
 //! `Cluster::send` is a plain function returning this rather than an `async fn`: an
 //! `async fn` keeps its arguments for its whole life, so the request (328 bytes) would
 //! be stored in it again after it moved on — in every request's future, one per HTTP/2
-//! stream in flight. (`act` and `forward` in `http::exchange` go one step further and
-//! return what starts the exchange, not its future: a future returned by value is
+//! stream in flight. (`act` and `forward` in `http::exchange` return one too, and are
+//! inlined into the stage that keeps it: a future returned by value from a call is
 //! copied whole on the way.)
 
 use std::future::Future;

@@ -217,6 +217,18 @@ def cpu_seconds(root: int) -> float:
     return ticks / CLK_TCK
 
 
+def cpu_busy(cpu: str) -> tuple[float, float]:
+    """(busy, idle) seconds of one CPU from /proc/stat: busy counts every process on it
+    and the kernel's interrupt and softirq work done there."""
+    with open("/proc/stat") as f:
+        for line in f:
+            fields = line.split()
+            if fields[0] == f"cpu{cpu}":
+                user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[1:9])
+                return (user + nice + system + irq + softirq + steal) / CLK_TCK, (idle + iowait) / CLK_TCK
+    return 0.0, 0.0
+
+
 def status_field(path: str, key: str) -> int:
     """A numeric field of a /proc status file; 0 if the task is gone."""
     try:
@@ -501,6 +513,7 @@ def measure_round(result: Result, scenario: Scenario, origin: Origin, args, work
         cpu0 = cpu_seconds(running.proc.pid) if running.proc else None
         sleeps0 = sleeps(running.proc.pid) if running.proc else None
         origin_cpu0 = cpu_seconds(origin.proc.pid)
+        cpus0 = {cpu: cpu_busy(cpu) for cpu in (CLIENT_CPU, PROXY_CPU)}
         acc0 = origin.accepts()
         # The load runs in a thread so that the accepts counter can also be sampled once
         # the run has settled: when a client stops, it closes connections with requests
@@ -518,6 +531,7 @@ def measure_round(result: Result, scenario: Scenario, origin: Origin, args, work
         cpu1 = cpu_seconds(running.proc.pid) if running.proc else None
         sleeps1 = sleeps(running.proc.pid) if running.proc else None
         origin_cpu1 = cpu_seconds(origin.proc.pid)
+        cpus1 = {cpu: cpu_busy(cpu) for cpu in (CLIENT_CPU, PROXY_CPU)}
         r = box["r"]
         if isinstance(r, BaseException):
             raise r
@@ -527,6 +541,15 @@ def measure_round(result: Result, scenario: Scenario, origin: Origin, args, work
         n = max(1, r["requests"])
         r["proxy_cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / n if cpu0 is not None else None
         r["origin_cpu_us_per_req"] = (origin_cpu1 - origin_cpu0) * 1e6 / n
+        # Whole-CPU figures: req/s is set by whichever CPU runs out first, and the client
+        # CPU's share (load client, origin, their kernel work) moves with the proxy's
+        # behaviour too (how many writes a response takes, how many connections it spreads
+        # the origin's requests over).
+        for cpu, role in ((CLIENT_CPU, "client"), (PROXY_CPU, "proxy")):
+            busy = cpus1[cpu][0] - cpus0[cpu][0]
+            idle = cpus1[cpu][1] - cpus0[cpu][1]
+            r[f"{role}_cpu_busy_us_per_req"] = busy * 1e6 / n
+            r[f"{role}_cpu_idle_share"] = idle / max(busy + idle, 1e-9)
         r["proxy_sleeps_per_req"] = (sleeps1 - sleeps0) / n if sleeps0 is not None else None
         r["round"] = round_no
         result.runs.append(r)
